@@ -1,0 +1,41 @@
+"""probgen: Bayesian neural networks and diffusion models as honest Pyro programs.
+
+>>> import probgen
+>>> sorted(probgen.__all__)[:3]
+['BNN', 'Bernoulli', 'Categorical']
+"""
+
+__version__ = "0.1.0"
+
+from probgen import datasets, metrics  # noqa: E402
+from probgen.infer.mcmc import fit_nuts  # noqa: E402
+from probgen.infer.predictive import Prediction  # noqa: E402
+from probgen.infer.results import MCMCResult, SVIResult, SVIState, to_arviz  # noqa: E402
+from probgen.infer.svi import SVI, fit_svi  # noqa: E402
+from probgen.likelihoods import Bernoulli, Categorical, Gaussian, HeteroskedasticGaussian, Likelihood  # noqa: E402
+from probgen.models.bnn import BNN  # noqa: E402
+from probgen.nn import make_bayesian  # noqa: E402
+from probgen.priors import GaussianPrior, Prior  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "BNN",
+    "GaussianPrior",
+    "Prior",
+    "Likelihood",
+    "Gaussian",
+    "HeteroskedasticGaussian",
+    "Bernoulli",
+    "Categorical",
+    "make_bayesian",
+    "fit_svi",
+    "fit_nuts",
+    "SVI",
+    "SVIState",
+    "SVIResult",
+    "MCMCResult",
+    "Prediction",
+    "to_arviz",
+    "datasets",
+    "metrics",
+]

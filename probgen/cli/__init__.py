@@ -1,0 +1,46 @@
+"""The ``probgen`` command line.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that adds
+its parser and sets ``func`` to a handler returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from probgen import __version__
+from probgen.cli import bnn
+
+__all__ = ["main", "build_parser"]
+
+COMMANDS = (bnn,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="probgen",
+        description="Bayesian neural networks and diffusion models as Pyro programs, with ArviZ posteriors.",
+    )
+    parser.add_argument("--version", action="version", version=f"probgen {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args))
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"probgen: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,8 @@
+"""Inference for probgen models: SVI, NUTS, prediction and result types."""
+
+from probgen.infer.mcmc import fit_nuts
+from probgen.infer.predictive import Prediction
+from probgen.infer.results import MCMCResult, PosteriorResult, SVIResult, SVIState, to_arviz
+from probgen.infer.svi import SVI, fit_svi
+
+__all__ = ["fit_svi", "fit_nuts", "SVI", "SVIState", "SVIResult", "MCMCResult", "PosteriorResult", "Prediction", "to_arviz"]

@@ -1,0 +1,84 @@
+"""NUTS against exact answers, sampler statistics, and the predictive behaviour of the gap data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from probgen import BNN, GaussianPrior, fit_nuts
+from probgen.datasets import load_gap
+from probgen.infer.mcmc import BACKENDS, STAT_NAMES
+from tests._blr import make_blr, stack_theta
+from tests._stats import Z_SCORE, mcse_mean
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", sorted(BACKENDS), ids=lambda b: f"backend={b}")
+def test_nuts_recovers_bayesian_linear_regression(backend):
+    problem = make_blr()
+    result = fit_nuts(
+        problem.model, problem.x, problem.y,
+        num_warmup=300, num_samples=500, num_chains=4, seed=0, backend=backend, progress_bar=False,
+    )  # fmt: skip
+    theta = stack_theta(result.get_samples(group_by_chain=True)).numpy()  # (4, 500, 3)
+    mean, cov = problem.mean.numpy(), problem.cov.numpy()
+    for i in range(theta.shape[-1]):
+        # posterior sd ~ 0.08 and ESS ~ 1000+, so MCSE ~ 0.0025 and the bound ~ 0.011.
+        draws = theta[..., i]
+        assert abs(draws.mean() - mean[i]) < Z_SCORE * mcse_mean(draws)
+        for j in range(i, theta.shape[-1]):
+            # E[(t_i - mu_i)(t_j - mu_j)] = Sigma_ij; the product's MCSE bounds the error.
+            prod = (theta[..., i] - mean[i]) * (theta[..., j] - mean[j])
+            assert abs(prod.mean() - cov[i, j]) < Z_SCORE * mcse_mean(prod), (i, j)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS), ids=lambda b: f"backend={b}")
+def test_sample_stats_shapes_and_names(backend):
+    problem = make_blr(num_points=10)
+    result = fit_nuts(
+        problem.model, problem.x, problem.y,
+        num_warmup=20, num_samples=15, num_chains=2, seed=3, backend=backend, progress_bar=False,
+    )  # fmt: skip
+    stats = result.get_sample_stats()
+    assert set(stats) == set(STAT_NAMES)
+    for name, value in stats.items():
+        assert value.shape == (2, 15), name
+    assert stats["diverging"].dtype == torch.bool
+    assert (stats["tree_depth"] >= 1).all() and (stats["n_steps"] >= 1).all()
+    assert (stats["n_steps"] <= 2 ** stats["tree_depth"]).all()
+    assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
+    assert torch.isfinite(stats["energy"]).all() and torch.isfinite(stats["lp"]).all()
+    # the energy is the potential plus a kinetic term that is never negative: energy >= -lp
+    assert (stats["energy"] >= -stats["lp"] - 1e-9).all()
+    assert result.get_samples()["weight"].shape == (30, 1, 2)
+
+
+def test_nuts_is_reproducible_under_a_seed():
+    problem = make_blr(num_points=10)
+    kwargs = dict(num_warmup=10, num_samples=10, num_chains=1, seed=7, progress_bar=False)
+    a = fit_nuts(problem.model, problem.x, problem.y, **kwargs)
+    b = fit_nuts(problem.model, problem.x, problem.y, **kwargs)
+    assert torch.equal(a.samples["weight"], b.samples["weight"])
+    assert a.seed == 7
+
+
+@pytest.mark.slow
+def test_gap_predictive_uncertainty_is_larger_off_the_data():
+    """NUTS widens its predictive sd in the gap (x ~ 0.4) and outside the data (x ~ 1.4)."""
+    data = load_gap()
+    keep = torch.arange(0, 1000, 10)  # 100 of the 1000 points, both clusters kept
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 20), nn.Tanh(), nn.Linear(20, 1))
+    model = BNN(net, GaussianPrior(1.0, fan_in=True))
+    result = fit_nuts(
+        model, data.x_train[keep], data.y_train[keep],
+        num_warmup=300, num_samples=300, num_chains=4, seed=0, progress_bar=False,
+    )  # fmt: skip
+    x = torch.tensor([[0.0], [0.8], [0.4], [1.4]])
+    sd = result.predict(x).std.numpy()
+    inside = max(sd[0], sd[1])
+    # "clearly larger": at least twice the sd inside the data, where sd ~ noise (0.02-0.05)
+    assert sd[2] > 2 * inside and sd[3] > 2 * inside, sd
+    assert np.isfinite(sd).all()

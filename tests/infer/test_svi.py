@@ -1,0 +1,130 @@
+"""SVI: exactness on Bayesian linear regression, minibatch scaling, resuming, early stopping."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from torch import nn
+
+from probgen import BNN, SVI, SVIState, fit_svi
+from probgen.infer.svi import GUIDES
+from tests._blr import make_blr, stack_theta
+from tests._stats import Z_SCORE
+
+
+def _mlp() -> BNN:
+    return BNN(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)))
+
+
+def _toy(n: int = 64):
+    x = torch.linspace(-1, 1, n).unsqueeze(-1)
+    return x, torch.sin(3 * x[:, 0]) + 0.1 * torch.randn(n)
+
+
+@pytest.mark.slow
+def test_full_covariance_svi_recovers_bayesian_linear_regression():
+    """A full-covariance Gaussian guide contains the exact posterior, so SVI must find it."""
+    problem = make_blr()
+    result = fit_svi(
+        problem.model, problem.x, problem.y,
+        guide="mvn", num_steps=3000, lr=0.02, final_lr=2e-4, num_samples=20000, seed=0, progress_bar=False,
+    )  # fmt: skip
+    theta = stack_theta(result.get_samples(group_by_chain=True))[0]  # (20000, 3), independent draws
+    sd = problem.cov.diagonal().sqrt()
+    # Two error sources. Monte Carlo: independent draws, SE = sd / sqrt(20000) ~ 0.007 sd.
+    # Optimisation: Adam decayed to lr 2e-4 leaves the guide jittering about its optimum by about
+    # that step size (~0.003 sd here); we allow 0.1 posterior sd for it, far below the ~1 sd error
+    # of a wrong posterior.
+    mc_se = sd / 20000**0.5
+    assert ((theta.mean(0) - problem.mean).abs() < Z_SCORE * mc_se + 0.1 * sd).all()
+    # Covariance, in correlation units: MC SE of a correlation ~ 1/sqrt(20000) ~ 0.007.
+    est_cov = torch.cov(theta.T)
+    scale = torch.outer(sd, sd)
+    assert ((est_cov - problem.cov).abs() / scale < Z_SCORE * 0.0071 + 0.1).all()
+    # and the variances themselves within 20% (a mean-field or wrong fit misses by far more here)
+    assert ((est_cov.diagonal() / problem.cov.diagonal() - 1).abs() < 0.2).all()
+
+
+def test_minibatch_loss_is_an_unbiased_full_data_estimate():
+    """With batch_size B the plate scales the likelihood by N/B: the mean over many minibatch
+    losses equals the full-data loss with the same guide, up to Monte Carlo error."""
+    x, y = _toy(64)
+    svi = SVI(_mlp(), batch_size=16)
+    svi.init(x, y, seed=0)
+    torch.manual_seed(1)
+    full = torch.tensor([svi.evaluate(x, y, num_particles=1) for _ in range(400)])
+    batch = []
+    for _ in range(400):
+        with torch.no_grad(), pyro.settings.context(module_local_params=True):
+            batch.append(float(svi.elbo.differentiable_loss(svi.model, svi.guide, x, y, subsample_size=16)))
+    batch_t = torch.tensor(batch)
+    se = (full.var() / 400 + batch_t.var() / 400).sqrt()
+    assert (full.mean() - batch_t.mean()).abs() < Z_SCORE * se
+
+
+@pytest.mark.parametrize("guide", sorted(GUIDES), ids=lambda g: f"guide={g}")
+def test_every_guide_fits_and_draws_one_chain(guide):
+    x, y = _toy(32)
+    result = fit_svi(_mlp(), x, y, guide=guide, num_steps=30, num_samples=25, seed=0, progress_bar=False)
+    samples = result.get_samples(group_by_chain=True)
+    assert samples["0.weight"].shape == (1, 25, 8, 1)
+    assert samples["noise_scale"].shape == (1, 25)
+    assert (samples["noise_scale"] > 0).all()
+    assert result.losses.shape == (30,)
+    assert result.get_sample_stats() == {}
+
+
+def test_resuming_reproduces_an_uninterrupted_run(tmp_path):
+    x, y = _toy(32)
+    kwargs = dict(num_samples=10, progress_bar=False, batch_size=8)
+    whole = fit_svi(_mlp(), x, y, num_steps=40, seed=3, **kwargs)
+    first = fit_svi(_mlp(), x, y, num_steps=25, seed=3, checkpoint=str(tmp_path / "svi.pt"), **kwargs)
+    state = SVIState.load(str(tmp_path / "svi.pt"))
+    assert state.step == 25
+    second = fit_svi(_mlp(), x, y, num_steps=15, seed=3, init_state=state, **kwargs)
+    assert torch.allclose(second.losses, whole.losses)
+    assert second.state.step == 40
+    for name in whole.state.guide_state:
+        assert torch.equal(second.state.guide_state[name], whole.state.guide_state[name]), name
+
+
+def test_resuming_with_another_guide_is_refused():
+    x, y = _toy(16)
+    first = fit_svi(_mlp(), x, y, num_steps=5, num_samples=5, seed=0, progress_bar=False)
+    with pytest.raises(ValueError, match="guide='normal'"):
+        fit_svi(_mlp(), x, y, guide="lowrank", num_steps=5, init_state=first.state, progress_bar=False)
+
+
+def test_early_stopping_ends_a_converged_run():
+    x, y = _toy(32)
+    result = fit_svi(
+        _mlp(), x, y, num_steps=5000, lr=0.05, patience=3, eval_every=50, min_delta=1.0, seed=0, progress_bar=False
+    )
+    assert result.stopped_early
+    assert result.losses.shape[0] < 5000
+
+
+def test_early_stopping_on_validation_data():
+    x, y = _toy(48)
+    result = fit_svi(
+        _mlp(), x[::2], y[::2], num_steps=3000, patience=2, eval_every=50, min_delta=5.0,
+        validation=(x[1::2], y[1::2]), seed=0, progress_bar=False,
+    )  # fmt: skip
+    assert result.stopped_early
+
+
+def test_svi_is_reproducible_and_leaves_the_model_untouched():
+    x, y = _toy(32)
+    model = BNN(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)), likelihood=None)
+    a = fit_svi(model, x, y, num_steps=20, num_samples=5, seed=11, progress_bar=False)
+    b = fit_svi(model, x, y, num_steps=20, num_samples=5, seed=11, progress_bar=False)
+    assert torch.equal(a.losses, b.losses)
+    assert torch.equal(a.samples["0.weight"], b.samples["0.weight"])
+    assert a.model is not model and a.seed == 11
+
+
+def test_parameters_stay_out_of_the_global_param_store():
+    x, y = _toy(16)
+    fit_svi(_mlp(), x, y, num_steps=3, num_samples=3, seed=0, progress_bar=False)
+    assert len(pyro.get_param_store()) == 0
