@@ -22,6 +22,9 @@ test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" tests probgen
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 
-def import_arviz():  # type: ignore[no-untyped-def]
+def import_arviz() -> Any:
     """Import ArviZ 0.23 without its import-time notice about the 1.x refactor.
 
     probgen pins ArviZ 0.23 (the line that supports Python 3.11), so that notice is not

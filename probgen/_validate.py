@@ -25,7 +25,7 @@ def check_choice(name: str, value: Any, choices: Iterable[T]) -> T:
     if value not in options:
         listed = ", ".join(repr(c) for c in options)
         raise ValueError(f"unknown {name} {value!r}; expected one of {listed}.")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def lookup(name: str, value: str, registry: Mapping[str, T]) -> T:

@@ -63,7 +63,7 @@ class Likelihood(ABC):
     #: True for likelihoods over class labels (accuracy, calibration and entropy apply).
     is_classification: bool = False
 
-    def global_priors(self) -> dict[str, dist.Distribution]:
+    def global_priors(self) -> dict[str, dist.TorchDistribution]:
         """Priors of the global sample sites this likelihood owns (site name -> distribution)."""
         return {}
 
@@ -80,7 +80,7 @@ class Likelihood(ABC):
         """Validate targets and convert them to a tensor of the right dtype and rank."""
 
     @abstractmethod
-    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.Distribution:
+    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         """``p(y | f)`` with batch shape ``f.shape[:-1]`` (one entry per observation)."""
 
     def mean_variance(self, f: Tensor, globals_: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -142,7 +142,7 @@ class Gaussian(_RegressionTargets, Likelihood):
     def __repr__(self) -> str:
         return f"Gaussian(noise_scale={self.noise_scale}, prior_scale={self.prior_scale})"
 
-    def global_priors(self) -> dict[str, dist.Distribution]:
+    def global_priors(self) -> dict[str, dist.TorchDistribution]:
         if self.noise_scale is not None:
             return {}
         return {"noise_scale": dist.HalfNormal(torch.tensor(self.prior_scale))}
@@ -150,7 +150,7 @@ class Gaussian(_RegressionTargets, Likelihood):
     def output_dim(self, target_dim: int) -> int:
         return target_dim
 
-    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.Distribution:
+    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         loc = self._target_shape(f)
         event_dims = loc.dim() - f.dim() + 1  # 0 for vector targets, 1 for matrix targets
         if self.noise_scale is not None:
@@ -177,7 +177,7 @@ class HeteroskedasticGaussian(_RegressionTargets, Likelihood):
     def output_dim(self, target_dim: int) -> int:
         return 2 * target_dim
 
-    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.Distribution:
+    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         k = f.shape[-1] // 2
         loc, raw = f[..., :k], f[..., k:]
         scale = F.softplus(raw) + self.min_scale
@@ -203,7 +203,7 @@ class Bernoulli(Likelihood):
             raise ValueError("y must hold binary labels 0 and 1 for a Bernoulli likelihood.")
         return labels.to(torch.get_default_dtype())
 
-    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.Distribution:
+    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=f[..., 0])
 
     def class_probs(self, f: Tensor) -> Tensor:
@@ -237,7 +237,7 @@ class Categorical(Likelihood):
             )
         return labels
 
-    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.Distribution:
+    def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         return dist.Categorical(logits=f)
 
     def class_probs(self, f: Tensor) -> Tensor:

@@ -64,7 +64,7 @@ def make_bayesian(net: nn.Module, prior: Prior) -> PyroModule:
     return cast(PyroModule, bayes_net)
 
 
-def split_parameters(net: nn.Module, prior: Prior) -> tuple[nn.Module, dict[str, dist.Distribution]]:
+def split_parameters(net: nn.Module, prior: Prior) -> tuple[nn.Module, dict[str, dist.TorchDistribution]]:
     """A copy of ``net`` without its Bayesian parameters, and those parameters' priors.
 
     The copy keeps the deterministic parameters as ordinary ``nn.Parameter`` s; the removed

@@ -57,12 +57,12 @@ class Prior(ABC):
     """
 
     @abstractmethod
-    def distribution(self, name: str, param: Tensor) -> dist.Distribution | None:
+    def distribution(self, name: str, param: Tensor) -> dist.TorchDistribution | None:
         """The prior of parameter ``name`` (its event shape is ``param.shape``), or ``None``."""
 
-    def apply(self, net: nn.Module) -> dict[str, dist.Distribution]:
+    def apply(self, net: nn.Module) -> dict[str, dist.TorchDistribution]:
         """Priors of every Bayesian parameter of ``net``, keyed by parameter path."""
-        priors: dict[str, dist.Distribution] = {}
+        priors: dict[str, dist.TorchDistribution] = {}
         for name, param in net.named_parameters():
             prior = self.distribution(name, param.detach())
             if prior is not None:
@@ -129,7 +129,7 @@ class GaussianPrior(Prior):
             scale = scale / math.sqrt(fan_in(param))
         return scale
 
-    def distribution(self, name: str, param: Tensor) -> dist.Distribution | None:
+    def distribution(self, name: str, param: Tensor) -> dist.TorchDistribution | None:
         if _matches(name, self.deterministic):
             return None
         loc = torch.zeros_like(param)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from probgen._validate import check_choice
+from probgen._validate import as_tensor, check_choice
 from probgen.cli._report import write_bnn_report
 from probgen.datasets._base import DATA_DIR
 from probgen.infer.mcmc import fit_nuts
@@ -105,15 +105,14 @@ def fit_from_csv(
     """Read the CSV, build the BNN, fit it and write the report; returns the result and file paths."""
     check_choice("method", method, METHODS)
     x_frame, y_series = _read_table(data, target, features)
-    x = torch.as_tensor(x_frame.to_numpy(dtype=float), dtype=torch.float32)
-    y_raw = y_series.to_numpy()
+    x = as_tensor("x", x_frame, dtype=torch.float32, ndim=2)
     likelihood: Likelihood
     scaling: dict[str, Any] = {"features": list(x_frame.columns), "target": target}
     if options.likelihood == "gaussian":
         likelihood = Gaussian()
-        y = torch.as_tensor(y_raw.astype(float), dtype=torch.float32)
+        y = as_tensor("y", y_series, dtype=torch.float32, ndim=1)
     else:
-        y = torch.as_tensor(y_raw.astype(int))
+        y = as_tensor("y", y_series, dtype=torch.long, ndim=1)
         likelihood = Bernoulli() if options.likelihood == "bernoulli" else Categorical(int(y.max()) + 1)
     if not options.no_standardize:
         mean, std = x.mean(0), x.std(0).clamp_min(1e-12)

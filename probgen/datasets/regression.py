@@ -29,10 +29,10 @@ def make_gap(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     rng = np.random.default_rng(seed)
     x = np.concatenate([np.linspace(-0.2, 0.2, 500), np.linspace(0.6, 1.0, 500)])
-    eps = 0.02 * rng.standard_normal(x.shape[0])
+    eps = 0.02 * rng.standard_normal(size=x.shape)
     train = pd.DataFrame({"x": x, "y": _gap_function(x, eps)})
     grid = np.linspace(-0.5, 1.5, 1000)
-    test = pd.DataFrame({"x": grid, "y": _gap_function(grid, np.zeros_like(grid))})
+    test = pd.DataFrame({"x": grid, "y": _gap_function(grid, np.zeros(grid.shape))})
     return train, test
 
 

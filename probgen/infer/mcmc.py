@@ -90,7 +90,7 @@ class _RecordingNUTS(NUTS):
         z = super().sample(params)
         record = self._current
         record["step_size"] = step_size
-        record["lp"] = -float(self._potential_energy_last)
+        record["lp"] = -float(self._potential_energy_last)  # type: ignore[arg-type]
         record["acceptance_rate"] = self._accept_sum / self._proposals if self._proposals else math.nan
         self.records.append(record)
         return z
@@ -99,14 +99,14 @@ class _RecordingNUTS(NUTS):
         ke = super()._kinetic_energy(r_unscaled)
         if self._energy_pending:
             self._energy_pending = False
-            self._current["energy"] = float(ke) + float(self._potential_energy_last)
+            self._current["energy"] = float(ke) + float(self._potential_energy_last)  # type: ignore[arg-type]
         return ke
 
     def _build_basetree(self, *args: Any, **kwargs: Any) -> Any:
         self._current["n_steps"] += 1
         return super()._build_basetree(*args, **kwargs)
 
-    def _build_tree(self, z, r, z_grads, log_slice, direction, tree_depth, energy_current):  # type: ignore[no-untyped-def]
+    def _build_tree(self, z, r, z_grads, log_slice, direction, tree_depth, energy_current):
         top = self._depth == 0
         self._depth += 1
         try:

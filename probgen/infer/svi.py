@@ -20,7 +20,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ContextManager, Literal
 
 import pyro
 import torch
@@ -75,7 +75,7 @@ GUIDES: dict[str, Callable[[BNN, float, int | None], AutoGuide]] = {
 ELBOS: dict[str, type] = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 
 
-def _local_params():  # type: ignore[no-untyped-def]
+def _local_params() -> ContextManager[None]:
     """Keep autoguide parameters inside the guide module, out of Pyro's global param store."""
     return pyro.settings.context(module_local_params=True)
 

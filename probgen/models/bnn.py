@@ -72,12 +72,12 @@ class BNN(nn.Module):
     # -- structure -------------------------------------------------------------------------
 
     @property
-    def global_priors(self) -> dict[str, dist.Distribution]:
+    def global_priors(self) -> dict[str, dist.TorchDistribution]:
         """Priors of the likelihood's global sites, such as ``"noise_scale"``."""
         return self.likelihood.global_priors()
 
     @property
-    def priors(self) -> dict[str, dist.Distribution]:
+    def priors(self) -> dict[str, dist.TorchDistribution]:
         """Every latent site's prior in sampling order: weights first, then globals."""
         return {**self.weight_priors, **self.global_priors}
 
@@ -134,7 +134,7 @@ class BNN(nn.Module):
 
     # -- the Pyro program ------------------------------------------------------------------
 
-    def forward(self, x: Tensor, y: Tensor | None = None, *, subsample_size: int | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, y: Tensor | None = None, *, subsample_size: int | None = None) -> Tensor:
         """Run the generative program; observe ``y`` when given, otherwise sample it.
 
         :param int subsample_size: minibatch size; the likelihood's plate rescales to the full data.

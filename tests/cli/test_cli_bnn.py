@@ -1,0 +1,83 @@
+"""The command line: help on every subcommand, errors that name the problem, a fit end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from probgen.cli import build_parser, main
+from probgen.datasets import make_cosine
+
+
+def _subcommand_paths(parser, prefix=()):
+    for action in parser._actions:
+        if hasattr(action, "choices") and isinstance(action.choices, dict):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _subcommand_paths(sub, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [()] + list(_subcommand_paths(build_parser())), ids=lambda p: " ".join(p) or "probgen")
+def test_every_subcommand_has_help(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: probgen" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "probgen", "--help"], capture_output=True, text=True, check=True)
+    assert "bnn" in out.stdout
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    train, _ = make_cosine()
+    path = tmp_path / "toy.csv"
+    train.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("method", ["svi", "nuts"])
+def test_bnn_fit_end_to_end(method, csv_file, tmp_path):
+    out = tmp_path / method
+    code = main([
+        "bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", method, "--out", str(out),
+        "--hidden", "5", "--num-steps", "30", "--num-warmup", "10", "--num-samples", "10", "--num-chains", "2",
+        "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    assert (out / "posterior.nc").stat().st_size > 0
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert {"mean", "sd", "r_hat"} <= set(summary.columns)
+    assert (out / "predictive.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "nope"], "target column 'nope' is not in toy.csv"),
+        (["--target", "y", "--features", "z"], r"feature column\(s\) \['z'\] are not in toy.csv"),
+    ],
+    ids=["target", "features"],
+)
+def test_bad_columns_are_named(args, message, csv_file, tmp_path, capsys):
+    code = main(["bnn", "fit", "--data", str(csv_file), "--out", str(tmp_path), *args])
+    assert code == 2
+    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+
+
+def test_missing_file_is_named(tmp_path, capsys):
+    assert main(["bnn", "fit", "--data", str(tmp_path / "no.csv"), "--target", "y", "--out", str(tmp_path)]) == 2
+    assert "no such data file" in capsys.readouterr().err
+
+
+def test_unknown_method_is_refused(csv_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "hmc", "--out", str(tmp_path)])
+    assert "invalid choice: 'hmc'" in capsys.readouterr().err
+    assert torch.get_default_dtype() == torch.float64  # the CLI leaves global torch settings alone
