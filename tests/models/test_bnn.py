@@ -52,3 +52,17 @@ def test_a_classifier_has_no_global_sites():
     assert model.site_names == ("weight", "bias")
     draw = model(torch.randn(4, 2))
     assert draw.dtype == torch.long and draw.shape == (4,)
+
+
+def test_a_convolutional_network_is_a_bnn_too():
+    from probgen import fit_svi
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    model = BNN(net, GaussianPrior(1.0, fan_in=True), Categorical(3))
+    assert model.site_names == ("0.weight", "0.bias", "3.weight", "3.bias")
+    x = torch.randn(12, 1, 6, 6)
+    y = torch.arange(12) % 3
+    result = fit_svi(model, x, y, num_steps=5, num_samples=4, seed=0, progress_bar=False)
+    pred = result.predict(x[:5])
+    assert pred.probs is not None and pred.probs.shape == (1, 4, 5, 3)
+    assert torch.allclose(pred.mean.sum(-1), torch.ones(5))
