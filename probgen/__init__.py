@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 from probgen import datasets, metrics  # noqa: E402
 from probgen.infer.mcmc import fit_nuts  # noqa: E402
 from probgen.infer.predictive import Prediction  # noqa: E402
-from probgen.infer.results import MCMCResult, SVIResult, SVIState, to_arviz  # noqa: E402
+from probgen.diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence, summarize  # noqa: E402
+from probgen.infer.results import MCMCResult, SVIResult, SVIState, load_result, to_arviz  # noqa: E402
 from probgen.infer.svi import SVI, fit_svi  # noqa: E402
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian, HeteroskedasticGaussian, Likelihood  # noqa: E402
 from probgen.models.bnn import BNN  # noqa: E402
@@ -36,6 +37,11 @@ __all__ = [
     "MCMCResult",
     "Prediction",
     "to_arviz",
+    "load_result",
+    "summarize",
+    "check_convergence",
+    "ConvergenceReport",
+    "ConvergenceWarning",
     "datasets",
     "metrics",
 ]

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from probgen import __version__
-from probgen.cli import bnn
+from probgen.cli import bnn, inspect
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (bnn,)
+COMMANDS = (bnn, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:

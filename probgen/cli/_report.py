@@ -1,46 +1,114 @@
-"""What ``probgen bnn fit`` writes: the posterior, a summary table and plots."""
+"""What ``probgen bnn fit`` writes: the posterior, its diagnostics and the plots of :mod:`probgen.plots`.
+
+Files, each written only where it applies:
+
+============================  =========================================================
+``posterior.nc``              the full InferenceData (:func:`probgen.infer.results.to_arviz`)
+``summary.csv``               :func:`probgen.diagnostics.summarize`
+``diagnostics.txt``           :func:`probgen.diagnostics.check_convergence`, in plain words
+``predictive.png``            :func:`~probgen.plots.plot_predictive` (1-D regression)
+``uncertainty.png``           :func:`~probgen.plots.plot_uncertainty` (1-D regression)
+``calibration.png``           :func:`~probgen.plots.plot_calibration`
+``loo_pit.png``               :func:`~probgen.plots.plot_loo_pit` (regression)
+``trace.png``, ``rank.png``,  :func:`~probgen.plots.plot_trace`, :func:`~probgen.plots.plot_rank`,
+``posterior_plot.png``        :func:`~probgen.plots.plot_posterior`
+``energy.png``                :func:`~probgen.plots.plot_energy` (NUTS)
+``comparison.png``            :func:`~probgen.plots.plot_posterior_comparison` (with ``reference=``)
+============================  =========================================================
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # the command line only writes files
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure, SubFigure  # noqa: E402
 
-from probgen._compat import import_arviz  # noqa: E402
+from probgen import plots  # noqa: E402
+from probgen.diagnostics import check_convergence, summarize  # noqa: E402
 from probgen.infer.results import PosteriorResult  # noqa: E402
 
 __all__ = ["write_bnn_report"]
 
+DPI = 100
 
-def write_bnn_report(result: PosteriorResult, out_dir: Path, *, x_plot: Any = None) -> dict[str, Path]:
-    """Write ``posterior.nc``, ``summary.csv`` and ``predictive.png`` (1-D inputs) to ``out_dir``."""
-    az = import_arviz()
+
+def _figure_of(drawn: Any) -> Figure:
+    """The top-level Figure of an Axes, an array of Axes, or a Figure."""
+    first = drawn if isinstance(drawn, Figure) else np.ravel(drawn)[0]
+    figure = first if isinstance(first, Figure) else first.figure
+    while isinstance(figure, SubFigure):
+        figure = figure.figure
+    return figure
+
+
+def _save(path: Path, draw: Callable[[], Any]) -> Path:
+    """Draw one figure, write it as PNG and close it (a report draws many)."""
+    figure = _figure_of(draw())
+    try:
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return path
+
+
+def write_bnn_report(
+    result: PosteriorResult,
+    out_dir: Path,
+    *,
+    x_plot: Any = None,
+    reference: tuple[str, PosteriorResult] | None = None,
+) -> dict[str, Path]:
+    """Write the posterior, its diagnostics and the plots of a fitted BNN to ``out_dir``.
+
+    Convergence problems go to ``diagnostics.txt`` rather than to warnings, so that the caller
+    decides how to show them.
+
+    :param PosteriorResult result: the fit.
+    :param Path out_dir: the folder; created if missing.
+    :param x_plot: inputs for the predictive plots and the ``predictions`` group of ``posterior.nc``.
+    :param reference: ``(label, result)`` of a second fit of the same model (SVI for a NUTS fit, or
+        the other way round); adds ``comparison.png``.
+    :returns: the written paths by kind (the file's stem), such as ``{"posterior": .../posterior.nc}``.
+    """
+    if not isinstance(result, PosteriorResult):
+        raise TypeError(f"result must be a probgen result, got {type(result).__name__}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    idata = result.to_arviz()
-    paths = {"posterior": out_dir / "posterior.nc", "summary": out_dir / "summary.csv"}
-    idata.to_netcdf(str(paths["posterior"]))
-    az.summary(idata).to_csv(paths["summary"])
-    if result.x.shape[1] == 1:
-        import torch
+    idata = result.to_arviz(x_new=x_plot)
+    paths: dict[str, Path] = {}
 
-        lo, hi = result.x[:, 0].min(), result.x[:, 0].max()
-        pad = 0.5 * (hi - lo)
-        grid = torch.linspace(float(lo - pad), float(hi + pad), 200, dtype=result.x.dtype)[:, None]
-        pred = result.predict(grid)
-        low, high = pred.interval(0.9)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.fill_between(grid[:, 0], low, high, alpha=0.3, label="90% predictive interval")
-        ax.plot(grid[:, 0], pred.mean, label="predictive mean")
-        ax.scatter(result.x[:, 0], result.y, s=8, c="k", label="data")
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-        ax.legend()
-        paths["predictive"] = out_dir / "predictive.png"
-        fig.savefig(paths["predictive"], dpi=100)
-        plt.close(fig)
+    paths["posterior"] = out_dir / "posterior.nc"
+    idata.to_netcdf(str(paths["posterior"]))
+    paths["summary"] = out_dir / "summary.csv"
+    summarize(idata).to_csv(paths["summary"])
+    paths["diagnostics"] = out_dir / "diagnostics.txt"
+    paths["diagnostics"].write_text(str(check_convergence(idata, warn=False)) + "\n")
+
+    likelihood = result.model.likelihood
+    one_d = result.x.dim() == 2 and result.x.shape[1] == 1 and result.y.dim() == 1
+    if one_d and not likelihood.is_classification:
+        paths["predictive"] = _save(out_dir / "predictive.png", lambda: plots.plot_predictive(result, x_plot))
+        paths["uncertainty"] = _save(out_dir / "uncertainty.png", lambda: plots.plot_uncertainty(result, x_plot))
+    paths["calibration"] = _save(out_dir / "calibration.png", lambda: plots.plot_calibration(result))
+    if not likelihood.is_classification:
+        paths["loo_pit"] = _save(out_dir / "loo_pit.png", lambda: plots.plot_loo_pit(idata))
+    paths["trace"] = _save(out_dir / "trace.png", lambda: plots.plot_trace(idata))
+    paths["rank"] = _save(out_dir / "rank.png", lambda: plots.plot_rank(idata))
+    paths["posterior_plot"] = _save(out_dir / "posterior_plot.png", lambda: plots.plot_posterior(idata))
+    if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
+        paths["energy"] = _save(out_dir / "energy.png", lambda: plots.plot_energy(idata))
+    if reference is not None:
+        label, other = reference
+        this = str(idata.attrs.get("inference_method", "this fit")).upper()
+        fits = {this: result, str(label): other}
+        paths["comparison"] = _save(
+            out_dir / "comparison.png", lambda: plots.plot_posterior_comparison(fits, x_plot=x_plot)
+        )
     return paths

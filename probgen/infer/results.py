@@ -11,7 +11,8 @@ SVI and MCMC results share one protocol, so downstream code never branches on th
 * ``to_arviz()``: an ``arviz.InferenceData``.
 
 Conversion to ArviZ lives in this module and nowhere else: one small function per group,
-then ``az.from_dict``. A group with no source is simply absent.
+then ``az.from_dict``. A group with no source is simply absent. :func:`load_result` reads such
+an InferenceData (or its NetCDF file) back into a result that predicts without refitting.
 """
 
 from __future__ import annotations
@@ -173,12 +174,15 @@ class SVIResult(PosteriorResult):
     :ivar losses: the loss (negative ELBO, in nats) of every step.
     :ivar state: an :class:`SVIState`; pass it as ``init_state=`` to resume.
     :ivar bool stopped_early: whether early stopping ended the run.
+    :ivar str guide_name: the guide family (``"normal"``, ``"lowrank"``, ...); kept through
+        NetCDF so that a reloaded result still says how it was fitted.
     """
 
     guide: Any = None
     losses: Tensor = field(default_factory=lambda: torch.zeros(0))
     state: SVIState | None = None
     stopped_early: bool = False
+    guide_name: str | None = None
 
 
 # -- ArviZ -----------------------------------------------------------------------------------
@@ -207,8 +211,6 @@ FEATURE_DIM = "feature"
 TARGET_DIM = "target"
 #: Layers whose parameters get named dims: weights ``(out, in, *kernel)``, biases ``(out,)``.
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: Inference methods as recorded in the ``inference_method`` attribute.
-_METHODS: dict[type, str] = {MCMCResult: "nuts", SVIResult: "svi"}
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -264,8 +266,8 @@ def _dims(result: PosteriorResult) -> dict[str, list[str]]:
     shapes: dict[str, tuple[int, ...]] = {name: tuple(v.shape[2:]) for name, v in result.samples.items()}
     proposed: dict[str, list[str]] = {}
     for name, shape in shapes.items():
-        in_net = name in model.weight_priors
-        proposed[name] = _param_dims(model.net, name, len(shape)) if in_net else [f"{name}_dim_{i}" for i in range(len(shape))]
+        in_net = name in model.weight_priors  # globals such as "noise_scale" are not parameters of the net
+        proposed[name] = _param_dims(model.net if in_net else nn.Module(), name, len(shape))
     for key, value in _deterministic_params(model).items():
         shapes[key] = tuple(value.shape)
         net_key = key.removeprefix("net.")
@@ -284,12 +286,21 @@ def _dims(result: PosteriorResult) -> dict[str, list[str]]:
     return dims
 
 
+def _method(result: PosteriorResult) -> str:
+    """The ``inference_method`` attribute: ``"nuts"``, ``"svi"`` or ``"unknown"``."""
+    if isinstance(result, MCMCResult):
+        return "nuts"
+    if isinstance(result, SVIResult):
+        return "svi"
+    return "unknown"
+
+
 def _attrs(result: PosteriorResult) -> dict[str, Any]:
     """Provenance, stored with the file. NetCDF attributes hold no ``None`` or bool."""
     attrs: dict[str, Any] = {
         "inference_library": "probgen",
         "inference_library_version": _probgen_version(),
-        "inference_method": _METHODS.get(type(result), "unknown"),
+        "inference_method": _method(result),
         "seed": int(result.seed),
         "num_chains": result.num_chains,
         "num_draws": result.num_draws,
@@ -302,15 +313,18 @@ def _attrs(result: PosteriorResult) -> dict[str, Any]:
     if isinstance(result, SVIResult):
         attrs["num_steps"] = int(result.losses.numel())
         attrs["stopped_early"] = int(result.stopped_early)
-        if result.state is not None:
-            attrs["guide"] = result.state.guide_name
+        if result.guide_name is not None:
+            attrs["guide"] = result.guide_name
         if result.losses.numel():
             attrs["final_loss"] = float(result.losses[-1])
     return attrs
 
 
 def _posterior_group(result: PosteriorResult) -> dict[str, np.ndarray]:
-    return {name: _numpy(v) for name, v in result.samples.items()}
+    """Sites in the order the model samples them (weights by module path, then globals)."""
+    order = [name for name in result.model.site_names if name in result.samples]
+    order += [name for name in result.samples if name not in order]
+    return {name: _numpy(result.samples[name]) for name in order}
 
 
 def _sample_stats_group(result: PosteriorResult) -> dict[str, np.ndarray]:
@@ -375,9 +389,9 @@ def to_arviz(
     :param PosteriorResult result: a fitted result.
     :param x_new: new inputs for the ``predictions`` groups.
     :param int seed: seeds the predictive draws of ``y``; defaults to the fit's seed.
-    :param bool predictive: compute ``log_likelihood``, ``posterior_predictive`` and
-        ``predictions`` (one network pass per draw); ``False`` gives only the posterior, the
-        sampler statistics and the data, which is all that diagnostics need.
+    :param bool predictive: compute ``log_likelihood``, ``posterior_predictive`` and the
+        ``predictions`` groups (one network pass per draw); ``False`` gives only the posterior,
+        the sampler statistics and the data, which is all that diagnostics need.
     :returns: an ``arviz.InferenceData``.
     :raises TypeError: if ``result`` is not a probgen result.
 
@@ -409,10 +423,9 @@ def to_arviz(
     if predictive:
         groups["log_likelihood"] = _log_likelihood_group(result)
         groups["posterior_predictive"] = _posterior_predictive_group(result, seed)
-    if x_new is not None:
+    if predictive and x_new is not None:
         x_t = result.model.check_x(x_new)
-        if predictive:
-            groups["predictions"] = {OBS: _numpy(result.predict(x_t, seed=seed).y)}
+        groups["predictions"] = {OBS: _numpy(result.predict(x_t, seed=seed).y)}
         groups["predictions_constant_data"] = {INPUTS: _numpy(x_t)}
     return az.from_dict(**groups, dims=_dims(result), attrs=_attrs(result))
 
@@ -503,7 +516,8 @@ def load_result(source: Any, model: BNN) -> PosteriorResult:
             "architecture, prior and likelihood of the fit."
         )
     samples: Samples = {}
-    for name, prior in model.priors.items():
+    priors: dict[str, Any] = dict(model.priors)  # torch distributions; Pyro's stubs lack event_shape
+    for name, prior in priors.items():
         values = _draws(posterior[name])
         if values.shape[2:] != tuple(prior.event_shape):
             raise ValueError(
@@ -552,5 +566,10 @@ def load_result(source: Any, model: BNN) -> PosteriorResult:
             backend=str(attrs.get("backend", "pyro")),
         )
     if method == "svi":
-        return SVIResult(**common, stopped_early=bool(attrs.get("stopped_early", 0)))
+        guide_name = attrs.get("guide")
+        return SVIResult(
+            **common,
+            stopped_early=bool(attrs.get("stopped_early", 0)),
+            guide_name=None if guide_name is None else str(guide_name),
+        )
     return PosteriorResult(**common)

@@ -371,6 +371,7 @@ def fit_svi(
         losses=state.losses,
         state=state,
         stopped_early=stopped_early,
+        guide_name=svi.guide_name,
     )
 
 

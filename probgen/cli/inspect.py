@@ -1,0 +1,73 @@
+"""``probgen inspect FILE.nc``: the summary table and convergence checks of a saved posterior.
+
+The file is one that :func:`probgen.to_arviz` wrote (``posterior.nc`` of ``probgen bnn fit``),
+or any ArviZ NetCDF file with a posterior group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from probgen._compat import import_arviz
+from probgen.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX, check_convergence
+
+__all__ = ["register", "handler"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``probgen inspect`` to the top-level parser's subcommands."""
+    parser = subparsers.add_parser(
+        "inspect",
+        help="print the summary table and convergence warnings of a saved posterior",
+        description=(
+            "Print ArviZ's summary table (mean, sd, HDI, MCSE, bulk and tail ESS, R-hat) of a posterior "
+            "saved as NetCDF, the divergences and BFMI of every NUTS chain, and a plain-words warning for "
+            f"each failed check: R-hat above {RHAT_MAX}, ESS below {ESS_MIN:.0f}, any divergence, "
+            f"BFMI below {BFMI_MIN}."
+        ),
+    )
+    parser.add_argument(
+        "file", type=Path, metavar="FILE.nc", help="a posterior.nc written by probgen bnn fit or to_netcdf"
+    )
+    parser.add_argument("--var-names", nargs="+", metavar="SITE", help="summarise only these sites (default: all)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when any check fails")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Print the summary and the checks; returns 0, or 1 under ``--strict`` when a check fails, 2 for a bad file."""
+    path: Path = args.file
+    if not path.is_file():
+        print(f"probgen inspect: no such file: {path}", file=sys.stderr)
+        return 2
+    az = import_arviz()
+    try:
+        idata = az.from_netcdf(str(path))
+    except (OSError, ValueError) as err:
+        print(f"probgen inspect: cannot read {path} as ArviZ NetCDF ({err}).", file=sys.stderr)
+        return 2
+    if "posterior" not in idata.groups():
+        print(f"probgen inspect: {path} has no posterior group.", file=sys.stderr)
+        return 2
+    report = check_convergence(idata, var_names=args.var_names, warn=False)
+    print(f"{path}: {report.method} posterior, {report.num_chains} chain(s) x {report.num_draws} draws")
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+        print(report.summary.round(3).to_string())
+    if report.divergences:
+        print("divergences per chain: " + ", ".join(str(d) for d in report.divergences))
+    if report.bfmi:
+        print("BFMI per chain: " + ", ".join(f"{b:.2f}" for b in report.bfmi))
+    if report.num_chains < 2:
+        print("R-hat needs two or more chains; it is NaN for one chain of draws (SVI).")
+    if report.problems:
+        print("warnings:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    else:
+        print("all checks passed.")
+    return 1 if args.strict and report.problems else 0
