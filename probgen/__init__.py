@@ -8,6 +8,13 @@
 __version__ = "0.1.0"
 
 from probgen import datasets, metrics  # noqa: E402
+from probgen.infer.diffusion import (  # noqa: E402
+    evaluate_bound,
+    fit_diffusion,
+    sample_ancestral,
+    sample_conditional,
+    sample_ddim,
+)
 from probgen.infer.mcmc import fit_nuts  # noqa: E402
 from probgen.infer.predictive import Prediction  # noqa: E402
 from probgen.diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence, summarize  # noqa: E402
@@ -15,6 +22,14 @@ from probgen.infer.results import MCMCResult, SVIResult, SVIState, load_result, 
 from probgen.infer.svi import SVI, fit_svi  # noqa: E402
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian, HeteroskedasticGaussian, Likelihood  # noqa: E402
 from probgen.models.bnn import BNN  # noqa: E402
+from probgen.models.diffusion import (  # noqa: E402
+    ConvDenoiser,
+    DiffusionChain,
+    MLPDenoiser,
+    cosine_schedule,
+    linear_schedule,
+    log_snr_schedule,
+)
 from probgen.nn import make_bayesian  # noqa: E402
 from probgen.priors import GaussianPrior, Prior  # noqa: E402
 
@@ -42,6 +57,17 @@ __all__ = [
     "check_convergence",
     "ConvergenceReport",
     "ConvergenceWarning",
+    "DiffusionChain",
+    "MLPDenoiser",
+    "ConvDenoiser",
+    "linear_schedule",
+    "cosine_schedule",
+    "log_snr_schedule",
+    "fit_diffusion",
+    "evaluate_bound",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_conditional",
     "datasets",
     "metrics",
 ]

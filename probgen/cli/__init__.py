@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from probgen import __version__
-from probgen.cli import bnn, inspect
+from probgen.cli import bnn, diffusion, inspect
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (bnn, inspect)
+COMMANDS = (bnn, diffusion, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,19 @@ Nothing is downloaded. Generated sets are also written to the repository's ``dat
 
 from probgen.datasets._base import Dataset
 from probgen.datasets.classification import load_digits_classification, load_moons, make_moons
+from probgen.datasets.images import DigitsSplit, load_digits_split, pixel_categorical_bits_per_dim
 from probgen.datasets.regression import load_cosine, load_diabetes, load_gap, make_cosine, make_gap
+from probgen.datasets.toy2d import (
+    CHECKERBOARD_ENTROPY,
+    EIGHT_GAUSSIANS_ENTROPY,
+    TOY2D_NAMES,
+    Toy2D,
+    load_8gaussians,
+    load_checkerboard,
+    load_swiss_roll,
+    load_toy2d,
+    load_two_moons_2d,
+)
 
 __all__ = [
     "Dataset",
@@ -18,4 +30,16 @@ __all__ = [
     "make_gap",
     "make_cosine",
     "make_moons",
+    "load_8gaussians",
+    "load_checkerboard",
+    "load_two_moons_2d",
+    "load_swiss_roll",
+    "load_toy2d",
+    "Toy2D",
+    "TOY2D_NAMES",
+    "EIGHT_GAUSSIANS_ENTROPY",
+    "CHECKERBOARD_ENTROPY",
+    "load_digits_split",
+    "DigitsSplit",
+    "pixel_categorical_bits_per_dim",
 ]

@@ -1,0 +1,174 @@
+"""Time-conditioned denoising networks ``f(x_t, t)`` for diffusion chains.
+
+A denoiser maps a noisy input ``x_t`` of shape ``(*batch, *event_shape)`` and integer steps
+``t`` of shape ``batch`` (values in ``1..T``) to an output of the same shape as ``x_t``: the
+predicted noise ``epsilon`` or the predicted ``x_0``, as the :class:`~probgen.models.diffusion.chain.DiffusionChain`
+is told. Any ``nn.Module`` with that signature can be used; the two here cover vector data
+(:class:`MLPDenoiser`) and small images such as 8 x 8 digits (:class:`ConvDenoiser`).
+
+References:
+
+[1] A. Vaswani et al. (2017), "Attention Is All You Need", NeurIPS, Section 3.5 (sinusoidal embedding).
+[2] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS, Appendix B.
+[3] P. Dhariwal, A. Nichol (2021), "Diffusion Models Beat GANs on Image Synthesis", NeurIPS, Section 3
+    (adaptive group normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from probgen._validate import check_positive_int
+
+__all__ = ["ConvDenoiser", "MLPDenoiser", "SinusoidalEmbedding"]
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Sinusoidal embedding of the step ``t``: ``[sin(t w_k), cos(t w_k)]``, ``w_k = 10000^(-k/(d/2))``.
+
+    :param int dim: the embedding size (even).
+
+    References: [1] Section 3.5; [2] Appendix B.
+
+    Example::
+
+        >>> SinusoidalEmbedding(8)(torch.tensor([1, 2, 3])).shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        dim = check_positive_int("dim", dim)
+        if dim % 2:
+            raise ValueError(f"dim must be even, got {dim}.")
+        self.dim = dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.dim // 2
+        dtype = torch.get_default_dtype() if not t.is_floating_point() else t.dtype
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+        angles = t.to(dtype)[..., None] * freqs
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def _expand_steps(t: Tensor, batch_shape: torch.Size) -> Tensor:
+    t = torch.as_tensor(t)
+    return t.expand(batch_shape).reshape(-1)
+
+
+class MLPDenoiser(nn.Module):
+    """A residual MLP for vector data, conditioned on ``t`` through a sinusoidal embedding.
+
+    The embedded step passes through a small MLP and is added to the hidden state of every
+    residual block, so each block can change its behaviour with the noise level.
+
+    :param int data_dim: the size ``D`` of the data vectors; inputs have shape ``(*batch, D)``.
+    :param int hidden_dim: the width of the hidden layers.
+    :param int num_blocks: the number of residual blocks.
+    :param int time_dim: the size of the sinusoidal time embedding.
+
+    Example::
+
+        >>> net = MLPDenoiser(2, hidden_dim=16, num_blocks=1)
+        >>> net(torch.zeros(5, 2), torch.full((5,), 3)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(self, data_dim: int, *, hidden_dim: int = 128, num_blocks: int = 3, time_dim: int = 32) -> None:
+        super().__init__()
+        self.data_dim = check_positive_int("data_dim", data_dim)
+        hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
+        self.embed = nn.Sequential(
+            SinusoidalEmbedding(time_dim), nn.Linear(time_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
+        )
+        self.inp = nn.Linear(data_dim, hidden_dim)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+            for _ in range(num_blocks)
+        )
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, data_dim))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if x.shape[-1] != self.data_dim:
+            raise ValueError(
+                f"x has {x.shape[-1]} features but the network expects {self.data_dim}; "
+                "check data_dim of the MLPDenoiser."
+            )
+        batch_shape = x.shape[:-1]
+        h = self.inp(x.reshape(-1, self.data_dim))
+        emb = self.embed(_expand_steps(t, batch_shape).to(x.dtype))
+        for block in self.blocks:
+            h = h + block(h + emb)
+        return self.out(h).reshape(x.shape)
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, channels: int, emb_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * channels)
+        self.norm2 = nn.GroupNorm(groups, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        z = self.conv1(nn.functional.silu(self.norm1(h)))
+        # scale and shift after the normalisation, which would otherwise remove a per-channel shift
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        z = self.conv2(nn.functional.silu(self.norm2(z) * (1 + scale) + shift))
+        return h + z
+
+
+class ConvDenoiser(nn.Module):
+    """A small residual convolutional net for images such as 8 x 8 digits, conditioned on ``t``.
+
+    Residual blocks of two 3 x 3 convolutions (GroupNorm, SiLU, and a per-channel scale and shift
+    from the time embedding applied after the second normalisation, as in [3]) work at full resolution;
+    four blocks see the whole 8 x 8 image.
+    Inputs have shape ``(*batch, channels, height, width)``.
+
+    :param int channels: the number of image channels.
+    :param int hidden_channels: the width of the hidden feature maps (a multiple of 8).
+    :param int num_blocks: the number of residual blocks.
+    :param int time_dim: the size of the sinusoidal time embedding.
+
+    Example::
+
+        >>> net = ConvDenoiser(1, hidden_channels=8, num_blocks=1)
+        >>> net(torch.zeros(3, 1, 8, 8), torch.tensor([1, 5, 9])).shape
+        torch.Size([3, 1, 8, 8])
+    """
+
+    def __init__(
+        self, channels: int = 1, *, hidden_channels: int = 64, num_blocks: int = 4, time_dim: int = 64
+    ) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
+        if hidden_channels % 8:
+            raise ValueError(f"hidden_channels must be a multiple of 8 (GroupNorm groups), got {hidden_channels}.")
+        emb_dim = 4 * hidden_channels
+        self.embed = nn.Sequential(
+            SinusoidalEmbedding(time_dim), nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.inp = nn.Conv2d(channels, hidden_channels, 3, padding=1)
+        self.blocks = nn.ModuleList(_ConvBlock(hidden_channels, emb_dim, 8) for _ in range(num_blocks))
+        self.norm = nn.GroupNorm(8, hidden_channels)
+        self.out = nn.Conv2d(hidden_channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if x.dim() < 3 or x.shape[-3] != self.channels:
+            raise ValueError(
+                f"x must have shape (*batch, {self.channels}, height, width), got {tuple(x.shape)}."
+            )
+        batch_shape = x.shape[:-3]
+        h = self.inp(x.reshape(-1, *x.shape[-3:]))
+        emb = self.embed(_expand_steps(t, batch_shape).to(x.dtype))
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(nn.functional.silu(self.norm(h))).reshape(x.shape)
