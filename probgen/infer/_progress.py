@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tqdm.auto import tqdm
+# plain tqdm, not tqdm.auto: the notebook widget needs ipywidgets, which probgen does not install,
+# and tqdm.auto warns "IProgress not found" in every notebook without it.
+from tqdm import tqdm
 
 
 def progress_enabled(requested: bool) -> bool:
