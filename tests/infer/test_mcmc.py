@@ -65,20 +65,32 @@ def test_nuts_is_reproducible_under_a_seed():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*reached max_tree_depth:RuntimeWarning")
 def test_gap_predictive_uncertainty_is_larger_off_the_data():
-    """NUTS widens its predictive sd in the gap (x ~ 0.4) and outside the data (x ~ 1.4)."""
+    """NUTS widens its predictive sd in the gap (x ~ 0.4) and outside the data (x ~ 1.4).
+
+    The first layer gets a wide prior (sd 10): the wiggles of sin(4 pi x) on [-0.2, 1] need
+    input weights of about 10, and a narrower prior makes the model explain them as noise.
+    Trees are capped at depth 6 to keep the test short (a warning says so; it is filtered).
+    """
     data = load_gap()
     keep = torch.arange(0, 1000, 10)  # 100 of the 1000 points, both clusters kept
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(1, 20), nn.Tanh(), nn.Linear(20, 1))
-    model = BNN(net, GaussianPrior(1.0, fan_in=True))
+    model = BNN(net, GaussianPrior(1.0, fan_in=True, layer_scales={"0": 10.0}))
     result = fit_nuts(
         model, data.x_train[keep], data.y_train[keep],
-        num_warmup=300, num_samples=300, num_chains=4, seed=0, progress_bar=False,
+        num_warmup=300, num_samples=200, num_chains=4, max_tree_depth=6, seed=0, progress_bar=False,
     )  # fmt: skip
-    x = torch.tensor([[0.0], [0.8], [0.4], [1.4]])
-    sd = result.predict(x).std.numpy()
-    inside = max(sd[0], sd[1])
-    # "clearly larger": at least twice the sd inside the data, where sd ~ noise (0.02-0.05)
-    assert sd[2] > 2 * inside and sd[3] > 2 * inside, sd
-    assert np.isfinite(sd).all()
+    assert result.backend == "flat"
+    x = torch.tensor([[0.0], [0.8], [0.4], [1.4]])  # on the data, on the data, gap, beyond
+    pred = result.predict(x)
+    total, epistemic = pred.std.numpy(), pred.epistemic_var.sqrt().numpy()
+    assert np.isfinite(total).all()
+    # On the data the total sd is floored by the noise (~0.077) and the epistemic sd is small
+    # (~0.03, noise / sqrt of the nearby points). Off the data the function is unconstrained.
+    # The sd estimates from 800 draws carry ~10% relative Monte Carlo error (ESS >= 50 per
+    # quantity, error ~ 1/sqrt(2 ESS)), so the thresholds below leave room for it while still
+    # failing for a posterior whose uncertainty does not grow off the data.
+    assert total[2] > 1.4 * max(total[:2]) and total[3] > 2 * max(total[:2]), total
+    assert min(epistemic[2:]) > 3 * max(epistemic[:2]), epistemic
