@@ -5,12 +5,20 @@
 ``(chain, draw, ...)``. The NUTS implementation is chosen by ``backend``; every backend
 records the same statistics under ArviZ's names, so diagnostics never depend on it:
 
-``diverging``, ``lp`` (log joint density), ``energy`` (Hamiltonian at the start of the
-transition, for BFMI), ``step_size``, ``tree_depth``, ``n_steps`` (leapfrog steps) and
+``diverging``, ``lp`` (log joint density), ``energy`` (for BFMI: the Hamiltonian at the start of
+the transition for ``"pyro"``; at the draw, with its momentum, for ``"flat"``, as Stan and NumPyro
+record it), ``step_size``, ``tree_depth``, ``n_steps`` (leapfrog steps) and
 ``acceptance_rate``.
 
-Backends are registered in :data:`BACKENDS` (a dict of name -> runner). ``"pyro"`` is Pyro's
-own NUTS, the reference; it runs any static Pyro model, slowly.
+Backends are registered in :data:`BACKENDS` (a dict of name -> runner):
+
+* ``"flat"`` (the default, through ``"auto"``): probgen's own NUTS (:mod:`probgen.infer.nuts`).
+  It compiles the BNN once to a log-density of one flat unconstrained vector
+  (:mod:`probgen.infer._flat`), hand-differentiated for MLPs, and advances all chains with the
+  same tensor operations on one torch thread. Measured on a 8-50-1 tanh BNN with 1000 points
+  and 4 chains (``benchmarks/bnn_nuts.py``), it gives well over 20 times the effective samples
+  per second of ``"pyro"``.
+* ``"pyro"``: Pyro's own NUTS, the reference; it runs any static Pyro model, slowly.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from probgen.models.bnn import BNN
 
 __all__ = ["fit_nuts", "NUTSConfig", "ChainOutput", "BACKENDS", "Backend"]
 
-Backend = Literal["auto", "pyro"]
+Backend = Literal["auto", "flat", "pyro"]
 STAT_NAMES = ("diverging", "lp", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
 
 
@@ -154,10 +162,17 @@ def _run_pyro(model: Callable[..., Any], x: Tensor, y: Tensor, config: NUTSConfi
     return ChainOutput(samples, stats)
 
 
+def _run_flat(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) -> ChainOutput:
+    """probgen's batched NUTS; imported here because :mod:`probgen.infer.nuts` imports this module."""
+    from probgen.infer.nuts import run_flat_nuts
+
+    return run_flat_nuts(model, x, y, config, seed)
+
+
 Runner = Callable[[BNN, Tensor, Tensor, NUTSConfig, int], ChainOutput]
 
 #: NUTS implementations by name. ``"auto"`` resolves to the fastest registered backend that is correct for the model.
-BACKENDS: dict[str, Runner] = {"pyro": _run_pyro}
+BACKENDS: dict[str, Runner] = {"flat": _run_flat, "pyro": _run_pyro}
 
 
 def _resolve_backend(backend: str) -> str:
@@ -193,7 +208,8 @@ def fit_nuts(
     :param int num_chains: independent chains (default 4, so that R-hat means something).
     :param float target_accept_prob: step-size adaptation target in (0, 1).
     :param int max_tree_depth: maximum number of tree doublings per draw.
-    :param str backend: ``"auto"`` (the fastest correct backend), or a name in :data:`BACKENDS`.
+    :param str backend: ``"auto"`` (the fastest correct backend: ``"flat"``), or a name in
+        :data:`BACKENDS`: ``"flat"`` (probgen's batched NUTS) or ``"pyro"`` (Pyro's NUTS, the reference).
     :param int seed: seeds the chains (recorded on the result); ``None`` draws one.
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
 
