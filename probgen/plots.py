@@ -539,6 +539,21 @@ def _label_if_empty(ax: Axes, xlabel: str, ylabel: str | None = None) -> None:
         ax.set_ylabel(ylabel)
 
 
+def _arviz_site_plot(
+    name: str,
+    source: Any,
+    var_names: Sequence[str] | None,
+    coords: Mapping[str, Any] | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``az.<name>`` on the posterior of ``source`` with probgen's default site selection."""
+    az = import_arviz()
+    idata = as_inference_data(source, predictive=False)
+    names, selected = _selection(idata, var_names, coords)
+    with _arviz_plotting():
+        return getattr(az, name)(idata, var_names=names, coords=selected, **kwargs)
+
+
 def plot_trace(
     source: Any,
     *,
@@ -555,11 +570,7 @@ def plot_trace(
     :param kwargs: passed to ``az.plot_trace``.
     :returns: the array of Axes, ``(sites, 2)``.
     """
-    az = import_arviz()
-    idata = as_inference_data(source, predictive=False)
-    names, selected = _selection(idata, var_names, coords)
-    with _arviz_plotting():
-        axes = az.plot_trace(idata, var_names=names, coords=selected, **kwargs)
+    axes = _arviz_site_plot("plot_trace", source, var_names, coords, kwargs)
     rows = np.atleast_2d(axes)
     for row in rows:
         row[0].set_ylabel(row[0].get_ylabel() or "density")
@@ -582,11 +593,7 @@ def plot_rank(
 
     :returns: the array of Axes, one per scalar parameter.
     """
-    az = import_arviz()
-    idata = as_inference_data(source, predictive=False)
-    names, selected = _selection(idata, var_names, coords)
-    with _arviz_plotting():
-        axes = az.plot_rank(idata, var_names=names, coords=selected, **kwargs)
+    axes = _arviz_site_plot("plot_rank", source, var_names, coords, kwargs)
     for ax in np.ravel(axes):
         _label_if_empty(ax, "rank (all chains)", "chain")
     return np.asarray(axes)
@@ -605,11 +612,7 @@ def plot_posterior(
 
     :returns: the array of Axes, one per scalar parameter.
     """
-    az = import_arviz()
-    idata = as_inference_data(source, predictive=False)
-    names, selected = _selection(idata, var_names, coords)
-    with _arviz_plotting():
-        axes = az.plot_posterior(idata, var_names=names, coords=selected, **kwargs)
+    axes = _arviz_site_plot("plot_posterior", source, var_names, coords, kwargs)
     for ax in np.ravel(axes):
         _label_if_empty(ax, "value")
     return np.asarray(axes)
