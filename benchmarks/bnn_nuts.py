@@ -281,6 +281,8 @@ def main() -> None:
             f"{r.engine:<9}{r.wall:>9.1f}{approx}{r.gradients:>10.0f}{r.ms_per_gradient:>9.3f}{r.ess_median:>9.0f}{r.ess_min:>9.0f}"
             f"{r.ess_per_s:>8.2f}{r.ess_per_s_min:>8.2f}{r.compile_s:>10.1f}{r.ess_per_s_excl_compile:>11.2f}  {r.note}"
         )
+    if args.quick:
+        print("(--quick: no warm-up repetition, compilation not measured, one repeat)")
     print()
     print("case, baseline, probgen, ratio")
     ours = rows["probgen"]

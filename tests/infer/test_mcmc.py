@@ -50,8 +50,10 @@ def test_sample_stats_shapes_and_names(backend):
     assert (stats["n_steps"] <= 2 ** stats["tree_depth"]).all()
     assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
     assert torch.isfinite(stats["energy"]).all() and torch.isfinite(stats["lp"]).all()
-    # the energy is the potential plus a kinetic term that is never negative: energy >= -lp
-    assert (stats["energy"] >= -stats["lp"] - 1e-9).all()
+    if backend == "flat":
+        # "flat" records the Hamiltonian at the draw, as Stan does: the potential there (-lp) plus a
+        # kinetic term that is never negative. ("pyro" records it at the start of the transition.)
+        assert (stats["energy"] >= -stats["lp"] - 1e-6).all()
     assert result.get_samples()["weight"].shape == (30, 1, 2)
 
 
