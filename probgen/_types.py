@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+#: The leading dimensions of every array of draws, in this order.
+SAMPLE_DIMS: tuple[str, str] = ("chain", "draw")
 #: Posterior draws keyed by Pyro site name; every array leads with the sample dims.
 Samples: TypeAlias = dict[str, Tensor]
 #: Anything that can seed a run: an int, or None for "pick one and record it".

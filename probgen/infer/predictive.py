@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from probgen._types import Samples
+from probgen._types import SAMPLE_DIMS, Samples
 from probgen._validate import check_probability
 from probgen.models.bnn import BNN
 
 __all__ = ["Prediction", "predict", "log_likelihood", "network_outputs"]
 
-SAMPLE_DIMS = 2  # (chain, draw)
+NUM_SAMPLE_DIMS = len(SAMPLE_DIMS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Prediction:
     def interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
         """Central ``level`` interval of the posterior predictive, from the draws of ``y``."""
         level = check_probability("level", level)
-        flat = self.y.reshape((-1,) + self.y.shape[SAMPLE_DIMS:])
+        flat = self.y.reshape((-1,) + self.y.shape[NUM_SAMPLE_DIMS:])
         q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype)
         lo, hi = torch.quantile(flat, q, dim=0)
         return lo, hi
@@ -70,7 +70,7 @@ class Prediction:
     def function_interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
         """Central ``level`` interval of the predictive mean function ``E[y | f_s]`` (epistemic only)."""
         level = check_probability("level", level)
-        flat = self.f.reshape((-1,) + self.f.shape[SAMPLE_DIMS:])[..., 0]
+        flat = self.f.reshape((-1,) + self.f.shape[NUM_SAMPLE_DIMS:])[..., 0]
         q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype)
         lo, hi = torch.quantile(flat, q, dim=0)
         return lo, hi
@@ -86,7 +86,7 @@ def network_outputs(model: BNN, samples: Samples, x: Tensor) -> Tensor:
     """``f(x; w_s)`` for every draw: ``(chain, draw, n, outputs)``."""
     weights, _ = _split(model, samples)
     with torch.no_grad():
-        return model.forward_batched(weights, x, batch_dims=SAMPLE_DIMS)
+        return model.forward_batched(weights, x, batch_dims=NUM_SAMPLE_DIMS)
 
 
 def log_likelihood(model: BNN, samples: Samples, x: Tensor, y: Tensor) -> Tensor:
@@ -115,8 +115,8 @@ def predict(model: BNN, samples: Samples, x: Tensor, *, seed: int) -> Prediction
         probs = lik.class_probs(f)  # type: ignore[attr-defined]
         cond_mean = probs
         cond_var = probs * (1 - probs)
-    flat_mean = cond_mean.reshape((-1,) + cond_mean.shape[SAMPLE_DIMS:])
-    flat_var = cond_var.reshape((-1,) + cond_var.shape[SAMPLE_DIMS:])
+    flat_mean = cond_mean.reshape((-1,) + cond_mean.shape[NUM_SAMPLE_DIMS:])
+    flat_var = cond_var.reshape((-1,) + cond_var.shape[NUM_SAMPLE_DIMS:])
     return Prediction(
         f=f,
         y=y,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from probgen._compat import import_arviz
-from probgen._types import Samples
+from probgen._types import SAMPLE_DIMS, Samples
 from probgen.infer.predictive import Prediction
 from probgen.infer.predictive import log_likelihood as _log_likelihood
 from probgen.infer.predictive import predict as _predict
@@ -45,7 +45,6 @@ __all__ = [
     "as_inference_data",
 ]
 
-SAMPLE_DIMS = ("chain", "draw")
 
 
 class SVIState(NamedTuple):
