@@ -4,10 +4,16 @@ One 8-50-1 tanh BNN (Gaussian priors scaled by fan-in, learned noise scale with 
 prior), N = 1000 synthetic UCI-like points, 4 chains, the same warm-up, draws, maximum tree
 depth, initialisation (a prior draw) and seeds for every engine, all in float32 (NumPyro's default):
 
-* probgen: :func:`probgen.infer.nuts.sample_bnn`, exactly what ``fit_nuts(backend="flat")`` runs;
-* Pyro: stock ``pyro.infer.mcmc.NUTS`` on the same model (its traced potential energy);
-* NumPyro: ``numpyro.infer.NUTS`` on the same model written in NumPyro (``chain_method``
-  ``"sequential"``, its CPU default), when ``numpyro`` is installed (``pip install -e ".[bench]"``).
+* probgen: :func:`probgen.infer.nuts.sample_bnn`, exactly what ``fit_nuts(backend="flat")`` runs,
+  with ``fit_nuts``'s default ``num_workers`` (one process per core, at most one per chain;
+  ``--workers`` sets it);
+* Pyro: stock ``pyro.infer.mcmc.NUTS`` on the same model (its traced potential energy), chains one
+  after another in one process, which is what Pyro's ``MCMC`` does by default on a 2-core machine
+  (it reserves one core and runs chains in parallel only when ``num_chains <= cpu_count - 1``);
+* NumPyro: ``numpyro.infer.NUTS`` on the same model written in NumPyro, when ``numpyro`` is
+  installed (``pip install -e ".[bench]"``), twice: ``chain_method="sequential"`` (its CPU
+  default) and ``"parallel"`` over ``--chains`` XLA host devices (``numpyro-par``), its best use
+  of several cores.
 
 Each engine runs once at a tiny size first (a warm-up repetition, not reported), then
 ``--repeats`` times with seeds ``seed, seed + 1, ...``; medians are reported. Effective samples
@@ -16,8 +22,11 @@ at 10 fixed test inputs, the noise scale and the log density (weights are not id
 because of sign and permutation symmetries). ``ESS/s`` divides by the whole wall time, compilation
 included; ``ESS/s excl. compile`` subtracts the compilation time, measured as the wall time of a run
 with one warm-up iteration and one draw. Gradient evaluations are leapfrog steps per chain,
-summed over chains, warm-up included (for NumPyro, whose single ``run`` does not expose the
-warm-up's steps, the kept draws' steps scaled by ``(warm-up + draws) / draws``: marked ``~``).
+summed over chains, warm-up included. NumPyro's single ``run`` does not expose the warm-up's
+steps, so they come from an untimed re-run of the same seed with the warm-up collected
+(``warmup(collect_warmup=True)``, then ``run``); if that re-run's kept draws took other steps than
+the timed run's, the kept steps are scaled by ``(warm-up + draws) / draws`` and the row says
+"grads estimated".
 
 Stock Pyro NUTS is two orders of magnitude slower, so its column uses fewer chains and draws
 (``--pyro-chains``, ``--pyro-warmup``, ``--pyro-samples``, one repeat); ESS/s is a rate and
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -45,6 +55,7 @@ from pyro.infer.mcmc.util import initialize_model
 from torch import nn
 
 from probgen._compat import import_arviz
+from probgen.infer._workers import available_cores
 from probgen.infer.mcmc import NUTSConfig
 from probgen.infer.nuts import sample_bnn
 from probgen.models.bnn import BNN
@@ -140,7 +151,7 @@ def run_pyro(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     return Run(wall, calls[0], quantities_from_samples(model, samples, lp, x_test))
 
 
-def numpyro_runner(features: int, hidden: int) -> Callable[..., Run] | None:
+def numpyro_runner(features: int, hidden: int, chain_method: str) -> Callable[..., Run] | None:
     try:
         import jax
         import jax.numpy as jnp
@@ -161,18 +172,31 @@ def numpyro_runner(features: int, hidden: int) -> Callable[..., Run] | None:
         f = jnp.tanh(x @ w1.T + b1) @ w2.T + b2
         numpyro.sample("obs", nd.Normal(f[:, 0], s), obs=y)
 
+    def make_mcmc(config: NUTSConfig, method: str) -> Any:
+        kernel = NNUTS(model, target_accept_prob=config.target_accept_prob, max_tree_depth=config.max_tree_depth, init_strategy=n_init_to_sample)
+        return NMCMC(kernel, num_warmup=config.num_warmup, num_samples=config.num_samples, num_chains=config.num_chains, chain_method=method, progress_bar=False)
+
+    def count_steps(xj, yj, config: NUTSConfig, seed: int) -> tuple[int, int]:
+        """Leapfrog steps of warm-up and of sampling, from an untimed re-run with the warm-up collected."""
+        mcmc = make_mcmc(config, chain_method)
+        mcmc.warmup(jax.random.PRNGKey(seed), xj, yj, collect_warmup=True, extra_fields=("num_steps",))
+        warm = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+        mcmc.run(mcmc.post_warmup_state.rng_key, xj, yj, extra_fields=("num_steps",))
+        return warm, int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+
     def run(bnn: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
         xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
-        kernel = NNUTS(model, target_accept_prob=config.target_accept_prob, max_tree_depth=config.max_tree_depth, init_strategy=n_init_to_sample)
-        mcmc = NMCMC(kernel, num_warmup=config.num_warmup, num_samples=config.num_samples, num_chains=config.num_chains, chain_method="sequential", progress_bar=False)
+        mcmc = make_mcmc(config, chain_method)
         start = time.perf_counter()
         mcmc.run(jax.random.PRNGKey(seed), xj, yj, extra_fields=("num_steps", "potential_energy"))
         samples = {k: torch.tensor(np.asarray(v)) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         wall = time.perf_counter() - start
         extra = mcmc.get_extra_fields(group_by_chain=True)
-        # one run does not expose the warm-up's steps: scale the kept draws' steps to the whole run
         kept = int(np.asarray(extra["num_steps"]).sum())
-        steps = round(kept * (config.num_warmup + config.num_samples) / config.num_samples)
+        # one run does not expose the warm-up's steps: re-run it (untimed) with the warm-up collected;
+        # if that re-run is not the same chain, scale the kept draws' steps to the whole run instead
+        warm, kept_again = count_steps(xj, yj, config, seed)
+        steps = kept + warm if kept_again == kept else -round(kept * (config.num_warmup + config.num_samples) / config.num_samples)
         lp = -torch.tensor(np.asarray(extra["potential_energy"]))
         samples = {k: v.to(torch.get_default_dtype()) for k, v in samples.items()}
         return Run(wall, steps, quantities_from_samples(bnn, samples, lp, x_test))
@@ -187,14 +211,16 @@ def summarise(engine: str, runs: list[Run], compile_s: float, note: str = "") ->
     ess = [np.array([az.ess(r.quantities[..., k], method="bulk") for k in range(r.quantities.shape[-1])]) for r in runs]
     med = statistics.median
     wall = med([r.wall for r in runs])
-    grads = med([r.gradients for r in runs])
+    grads = med([abs(r.gradients) for r in runs])
+    if any(r.gradients < 0 for r in runs):  # estimated (see numpyro_runner)
+        note = f"{note} grads estimated".strip()
     ess_med = [float(np.median(e)) for e in ess]
     ess_min = [float(e.min()) for e in ess]
     return Row(
         engine=engine,
         wall=wall,
         gradients=grads,
-        ms_per_gradient=med([1e3 * r.wall / r.gradients for r in runs]),
+        ms_per_gradient=med([1e3 * r.wall / abs(r.gradients) for r in runs]),
         ess_median=med(ess_med),
         ess_min=med(ess_min),
         ess_per_s=med([e / r.wall for e, r in zip(ess_med, runs)]),
@@ -222,6 +248,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=50)
     parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="probgen's num_workers (default: fit_nuts's)")
     parser.add_argument("--num-warmup", type=int, default=200)
     parser.add_argument("--num-samples", type=int, default=200)
     parser.add_argument("--max-tree-depth", type=int, default=10)
@@ -235,21 +262,26 @@ def main() -> None:
     if args.quick:
         args.n, args.hidden, args.num_warmup, args.num_samples, args.max_tree_depth = 100, 5, 30, 30, 6
         args.pyro_warmup, args.pyro_samples, args.pyro_chains, args.repeats = 15, 15, 2, 1
+    # XLA reads this when jax is first imported (in numpyro_runner): one host device per chain
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.chains}".strip()
     torch.set_default_dtype(torch.float32)
     torch.set_num_threads(1)
+    workers = args.workers if args.workers is not None else min(args.chains, available_cores())
     x, y, x_test = make_data(args.n, args.features, args.seed)
     model = make_model(args.features, args.hidden)
-    config = NUTSConfig(args.num_warmup, args.num_samples, args.chains, 0.8, args.max_tree_depth, False)
+    config = NUTSConfig(args.num_warmup, args.num_samples, args.chains, 0.8, args.max_tree_depth, False, workers)
     tiny = config._replace(num_warmup=1, num_samples=1)
     print(
         f"BNN {args.features}-{args.hidden}-1 tanh, N={args.n}, {args.chains} chains, {args.num_warmup} warm-up + "
-        f"{args.num_samples} draws, max_tree_depth={args.max_tree_depth}, float32, 1 torch thread, {args.repeats} repeats (median)"
+        f"{args.num_samples} draws, max_tree_depth={args.max_tree_depth}, float32, 1 torch thread per process, "
+        f"probgen num_workers={workers} ({available_cores()} cores), {args.repeats} repeats (median)"
     )
     engines: dict[str, Callable[..., Run]] = {"probgen": run_probgen}
-    numpyro_run = numpyro_runner(args.features, args.hidden)
-    if numpyro_run is not None:
-        engines["numpyro"] = numpyro_run
-    else:
+    for engine, method in (("numpyro", "sequential"), ("numpyro-par", "parallel")):
+        numpyro_run = numpyro_runner(args.features, args.hidden, method)
+        if numpyro_run is not None:
+            engines[engine] = numpyro_run
+    if "numpyro" not in engines:
         print("numpyro is not installed: skipping its column (pip install -e '.[bench]').")
     rows: dict[str, Row] = {}
     last: dict[str, Run] = {}
@@ -272,13 +304,12 @@ def main() -> None:
         note = f"{args.pyro_chains} chains, {args.pyro_warmup}+{args.pyro_samples} draws, 1 repeat"
         rows["pyro"] = summarise("pyro", runs, 0.0, note)
         last["pyro"] = runs[-1]
-    header = f"{'engine':<9}{'wall s':>9}{'grads':>11}{'ms/grad':>9}{'ESS med':>9}{'ESS min':>9}{'ESS/s':>8}{'min/s':>8}{'compile s':>10}{'ESS/s excl':>11}  note"
+    header = f"{'engine':<12}{'wall s':>9}{'grads':>11}{'ms/grad':>9}{'ESS med':>9}{'ESS min':>9}{'ESS/s':>8}{'min/s':>8}{'compile s':>10}{'ESS/s excl':>11}  note"
     print()
     print(header)
     for r in rows.values():
-        approx = "~" if r.engine == "numpyro" else " "
         print(
-            f"{r.engine:<9}{r.wall:>9.1f}{approx}{r.gradients:>10.0f}{r.ms_per_gradient:>9.3f}{r.ess_median:>9.0f}{r.ess_min:>9.0f}"
+            f"{r.engine:<12}{r.wall:>9.1f} {r.gradients:>10.0f}{r.ms_per_gradient:>9.3f}{r.ess_median:>9.0f}{r.ess_min:>9.0f}"
             f"{r.ess_per_s:>8.2f}{r.ess_per_s_min:>8.2f}{r.compile_s:>10.1f}{r.ess_per_s_excl_compile:>11.2f}  {r.note}"
         )
     if args.quick:
@@ -286,19 +317,19 @@ def main() -> None:
     print()
     print("case, baseline, probgen, ratio")
     ours = rows["probgen"]
-    for base in ("numpyro", "pyro"):
+    for base in ("numpyro", "numpyro-par", "pyro"):
         if base not in rows:
             continue
         b = rows[base]
         print(f"ESS/s (median quantity) vs {base}, {b.ess_per_s:.3f}, {ours.ess_per_s:.3f}, {ours.ess_per_s / b.ess_per_s:.2f}")
         print(f"ESS/s (worst quantity) vs {base}, {b.ess_per_s_min:.3f}, {ours.ess_per_s_min:.3f}, {ours.ess_per_s_min / b.ess_per_s_min:.2f}")
-        if base == "numpyro":
+        if base.startswith("numpyro"):
             print(
                 f"ESS/s excl. compile vs {base}, {b.ess_per_s_excl_compile:.3f}, {ours.ess_per_s_excl_compile:.3f}, "
                 f"{ours.ess_per_s_excl_compile / b.ess_per_s_excl_compile:.2f}"
             )
         print(f"ms per gradient vs {base}, {b.ms_per_gradient:.3f}, {ours.ms_per_gradient:.3f}, {b.ms_per_gradient / ours.ms_per_gradient:.2f}")
-    for base in ("numpyro", "pyro"):
+    for base in ("numpyro", "numpyro-par", "pyro"):
         if base in last:
             print(f"predictive means, probgen vs {base}: largest difference {agreement(last['probgen'], last[base]):.1f} MCSE")
 

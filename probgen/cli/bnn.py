@@ -77,6 +77,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-warmup", type=int, default=500, help="NUTS warm-up iterations per chain (default: 500)")
     p.add_argument("--num-samples", type=int, default=500, help="draws per chain (default: 500)")
     p.add_argument("--num-chains", type=int, default=4, help="NUTS chains (default: 4)")
+    p.add_argument(
+        "--num-workers", type=int, default=None, help="processes running the NUTS chains (default: one per core, at most one per chain)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -138,7 +141,8 @@ def fit_from_csv(
     else:
         result = fit_nuts(
             model, x, y, num_warmup=options.num_warmup, num_samples=options.num_samples,
-            num_chains=options.num_chains, seed=options.seed, progress_bar=progress,
+            num_chains=options.num_chains, num_workers=options.num_workers, seed=options.seed,
+            progress_bar=progress,
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     paths = write_bnn_report(result, out)

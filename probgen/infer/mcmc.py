@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import pyro
@@ -37,6 +38,7 @@ from torch import Tensor
 from probgen._types import SeedLike
 from probgen._validate import check_positive_int, check_probability, check_seed, lookup
 from probgen.infer._progress import progress_enabled
+from probgen.infer._workers import available_cores, run_jobs
 from probgen.infer.results import MCMCResult
 from probgen.models.bnn import BNN
 
@@ -54,7 +56,9 @@ class NUTSConfig(NamedTuple):
     :ivar int num_chains: independent chains.
     :ivar float target_accept_prob: dual-averaging target for the mean acceptance probability.
     :ivar int max_tree_depth: cap on tree doublings (at most ``2**max_tree_depth - 1`` leapfrog steps).
-    :ivar bool progress_bar: show a progress bar per chain (off when ``CI`` is set).
+    :ivar bool progress_bar: show a progress bar (off when ``CI`` is set).
+    :ivar int num_workers: processes that run the chains side by side, each with its share of
+        the chains (at most ``num_chains``); ``1`` runs every chain in this process.
     """
 
     num_warmup: int
@@ -63,6 +67,7 @@ class NUTSConfig(NamedTuple):
     target_accept_prob: float
     max_tree_depth: int
     progress_bar: bool
+    num_workers: int = 1
 
 
 class ChainOutput(NamedTuple):
@@ -130,10 +135,34 @@ class _RecordingNUTS(NUTS):
 
 
 def _run_pyro(model: Callable[..., Any], x: Tensor, y: Tensor, config: NUTSConfig, seed: int) -> ChainOutput:
-    """Chains run one after another in this process, chain ``c`` seeded with ``seed + c``."""
-    per_chain_samples = []
-    per_chain_stats = []
-    for chain in range(config.num_chains):
+    """Chain ``c`` seeded with ``seed + c``; the chains are split over ``config.num_workers``
+    processes (see :mod:`probgen.infer._workers`), so the draws do not depend on that number.
+    Pyro's progress bar shows only when everything runs in this process."""
+    groups = [chains.tolist() for chains in torch.arange(config.num_chains).tensor_split(config.num_workers)]
+    show_bar = config.num_workers == 1 and progress_enabled(config.progress_bar)
+    jobs = [partial(_run_pyro_chains, model, x, y, config, seed, chains, show_bar) for chains in groups]
+    per_chain = [chain for group in run_jobs(jobs, parallel=True) for chain in group]
+    samples = {k: torch.stack([c.samples[k] for c in per_chain]) for k in per_chain[0].samples}
+    stats = {k: torch.stack([c.sample_stats[k] for c in per_chain]) for k in STAT_NAMES}
+    stats["diverging"] = stats["diverging"].bool()
+    stats["tree_depth"] = stats["tree_depth"].long()
+    stats["n_steps"] = stats["n_steps"].long()
+    return ChainOutput(samples, stats)
+
+
+def _run_pyro_chains(
+    model: Callable[..., Any],
+    x: Tensor,
+    y: Tensor,
+    config: NUTSConfig,
+    seed: int,
+    chains: list[int],
+    show_bar: bool,
+    report: Callable[[int], None],
+) -> list[ChainOutput]:
+    """Pyro's NUTS on ``chains``, one after another; each chain's draws ``(draw, ...)``."""
+    out = []
+    for chain in chains:
         pyro.set_rng_seed(seed + chain)
         kernel = _RecordingNUTS(
             model,
@@ -143,23 +172,13 @@ def _run_pyro(model: Callable[..., Any], x: Tensor, y: Tensor, config: NUTSConfi
             adapt_step_size=True,
             adapt_mass_matrix=True,
         )
-        mcmc = MCMC(
-            kernel,
-            num_samples=config.num_samples,
-            warmup_steps=config.num_warmup,
-            num_chains=1,
-            disable_progbar=not progress_enabled(config.progress_bar),
-        )
+        mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.num_warmup, num_chains=1, disable_progbar=not show_bar)
         mcmc.run(x, y)
-        per_chain_samples.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         kept = kernel.records[config.num_warmup :]
-        per_chain_stats.append({name: torch.tensor([r[name] for r in kept]) for name in STAT_NAMES})
-    samples = {k: torch.stack([s[k] for s in per_chain_samples]) for k in per_chain_samples[0]}
-    stats = {k: torch.stack([s[k] for s in per_chain_stats]) for k in STAT_NAMES}
-    stats["diverging"] = stats["diverging"].bool()
-    stats["tree_depth"] = stats["tree_depth"].long()
-    stats["n_steps"] = stats["n_steps"].long()
-    return ChainOutput(samples, stats)
+        samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
+        out.append(ChainOutput(samples, {name: torch.tensor([r[name] for r in kept]) for name in STAT_NAMES}))
+        report(config.num_warmup + config.num_samples)
+    return out
 
 
 def _run_flat(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) -> ChainOutput:
@@ -194,6 +213,7 @@ def fit_nuts(
     max_tree_depth: int = 10,
     backend: str = "auto",
     seed: SeedLike = None,
+    num_workers: int | None = None,
     progress_bar: bool = True,
 ) -> MCMCResult:
     """Sample a BNN's posterior with the No-U-Turn Sampler.
@@ -211,7 +231,14 @@ def fit_nuts(
     :param str backend: ``"auto"`` (the fastest correct backend: ``"flat"``), or a name in
         :data:`BACKENDS`: ``"flat"`` (probgen's batched NUTS) or ``"pyro"`` (Pyro's NUTS, the reference).
     :param int seed: seeds the chains (recorded on the result); ``None`` draws one.
+    :param int num_workers: processes that run the chains side by side, one per CPU core; each
+        takes an even share of the chains and runs it on one torch thread. ``None`` (default):
+        one per available core, at most one per chain; ``1``: everything in this process. With
+        ``"flat"`` the draws depend on ``seed`` and ``num_workers`` (recorded on the result), so
+        pass both to reproduce a run on another machine; with ``"pyro"`` on ``seed`` only.
+    :param bool progress_bar: show a progress bar (off when the ``CI`` environment variable is set).
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
+    :raises ValueError: if ``num_workers`` exceeds ``num_chains``.
 
     References:
         Hoffman, M. D. and Gelman, A. (2014). The No-U-Turn Sampler. JMLR 15.
@@ -229,6 +256,13 @@ def fit_nuts(
         max_tree_depth=check_positive_int("max_tree_depth", max_tree_depth),
         progress_bar=bool(progress_bar),
     )
+    if num_workers is None:
+        num_workers = min(config.num_chains, available_cores())
+    elif check_positive_int("num_workers", num_workers) > config.num_chains:
+        raise ValueError(
+            f"num_workers={num_workers} exceeds num_chains={config.num_chains}; each worker runs at least one chain."
+        )
+    config = config._replace(num_workers=int(num_workers))
     name = _resolve_backend(backend)
     seed = check_seed(seed)
     start = time.perf_counter()
@@ -243,4 +277,5 @@ def fit_nuts(
         sample_stats=out.sample_stats,
         num_warmup=config.num_warmup,
         backend=name,
+        num_workers=config.num_workers,
     )

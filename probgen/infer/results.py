@@ -150,11 +150,13 @@ class MCMCResult(PosteriorResult):
         ``step_size``, ``tree_depth``, ``n_steps``, ``acceptance_rate``; each ``(chain, draw)``.
     :ivar int num_warmup: warm-up iterations per chain (discarded).
     :ivar str backend: which NUTS implementation produced the draws.
+    :ivar int num_workers: processes the chains were split over (with ``seed``, what reproduces them).
     """
 
     sample_stats: dict[str, Tensor] = field(default_factory=dict)
     num_warmup: int = 0
     backend: str = "pyro"
+    num_workers: int = 1
 
     def get_sample_stats(self) -> dict[str, Tensor]:
         return dict(self.sample_stats)
@@ -309,6 +311,7 @@ def _attrs(result: PosteriorResult) -> dict[str, Any]:
     if isinstance(result, MCMCResult):
         attrs["backend"] = result.backend
         attrs["num_warmup"] = int(result.num_warmup)
+        attrs["num_workers"] = int(result.num_workers)
     if isinstance(result, SVIResult):
         attrs["num_steps"] = int(result.losses.numel())
         attrs["stopped_early"] = int(result.stopped_early)
@@ -382,8 +385,8 @@ def to_arviz(
 
     Attributes record the provenance: ``inference_library`` (``"probgen"``),
     ``inference_library_version``, ``inference_method`` (``"nuts"`` or ``"svi"``), ``seed``,
-    ``num_chains``, ``num_draws``, ``wall_time``, ``likelihood``; for NUTS ``backend`` and
-    ``num_warmup``; for SVI ``guide``, ``num_steps``, ``stopped_early`` and ``final_loss``.
+    ``num_chains``, ``num_draws``, ``wall_time``, ``likelihood``; for NUTS ``backend``,
+    ``num_warmup`` and ``num_workers``; for SVI ``guide``, ``num_steps``, ``stopped_early`` and ``final_loss``.
 
     :param PosteriorResult result: a fitted result.
     :param x_new: new inputs for the ``predictions`` groups.
@@ -563,6 +566,7 @@ def load_result(source: Any, model: BNN) -> PosteriorResult:
             sample_stats=stats,
             num_warmup=int(attrs.get("num_warmup", 0)),
             backend=str(attrs.get("backend", "pyro")),
+            num_workers=int(attrs.get("num_workers", 1)),
         )
     if method == "svi":
         guide_name = attrs.get("guide")

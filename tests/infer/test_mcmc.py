@@ -39,7 +39,7 @@ def test_sample_stats_shapes_and_names(backend):
     problem = make_blr(num_points=10)
     result = fit_nuts(
         problem.model, problem.x, problem.y,
-        num_warmup=20, num_samples=15, num_chains=2, seed=3, backend=backend, progress_bar=False,
+        num_warmup=100, num_samples=15, num_chains=2, seed=3, backend=backend, progress_bar=False,
     )  # fmt: skip
     stats = result.get_sample_stats()
     assert set(stats) == set(STAT_NAMES)
