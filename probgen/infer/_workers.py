@@ -58,16 +58,16 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_jobs(jobs: Sequence[Job[T]], *, parallel: bool, report: Report | None = None) -> list[T]:
-    """Run ``jobs`` and return their results in order.
+def run_jobs(jobs: Sequence[Job[T]], *, report: Report | None = None) -> list[T]:
+    """Run ``jobs[1:]`` in forked workers while this process runs ``jobs[0]``; return the results in order.
+
+    Where ``fork`` does not exist the jobs run one after another in this process.
 
     :param jobs: callables ``job(report) -> result``; a result must be picklable.
-    :param bool parallel: run ``jobs[1:]`` in forked workers while this process runs ``jobs[0]``;
-        otherwise (or where ``fork`` does not exist) run them one after another here.
     :param report: receives the progress increments of every job.
     """
     tell: Report = report if report is not None else (lambda n: None)
-    if not parallel or len(jobs) < 2 or not can_fork():
+    if len(jobs) < 2 or not can_fork():
         return [job(tell) for job in jobs]
     context = multiprocessing.get_context("fork")
     workers: list[tuple[Any, Connection]] = []

@@ -71,6 +71,15 @@ class NUTSConfig(NamedTuple):
     num_workers: int = 1
 
 
+def typed_stats(stats: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Sample statistics with ArviZ's dtypes: ``diverging`` bool, ``tree_depth`` and ``n_steps`` integer."""
+    typed = dict(stats)
+    typed["diverging"] = stats["diverging"].bool()
+    typed["tree_depth"] = stats["tree_depth"].long()
+    typed["n_steps"] = stats["n_steps"].long()
+    return typed
+
+
 class ChainOutput(NamedTuple):
     """What a backend returns: draws per site and statistics, each ``(chain, draw, ...)``."""
 
@@ -142,13 +151,10 @@ def _run_pyro(model: Callable[..., Any], x: Tensor, y: Tensor, config: NUTSConfi
     groups = [chains.tolist() for chains in torch.arange(config.num_chains).tensor_split(config.num_workers)]
     show_bar = config.num_workers == 1 and progress_enabled(config.progress_bar)
     jobs = [partial(_run_pyro_chains, model, x, y, config, seed, chains, show_bar) for chains in groups]
-    per_chain = [chain for group in run_jobs(jobs, parallel=True) for chain in group]
+    per_chain = [chain for group in run_jobs(jobs) for chain in group]
     samples = {k: torch.stack([c.samples[k] for c in per_chain]) for k in per_chain[0].samples}
     stats = {k: torch.stack([c.sample_stats[k] for c in per_chain]) for k in STAT_NAMES}
-    stats["diverging"] = stats["diverging"].bool()
-    stats["tree_depth"] = stats["tree_depth"].long()
-    stats["n_steps"] = stats["n_steps"].long()
-    return ChainOutput(samples, stats)
+    return ChainOutput(samples, typed_stats(stats))
 
 
 def _run_pyro_chains(

@@ -49,10 +49,10 @@ import torch
 from torch import Tensor
 
 from probgen.infer import _nuts_util as util
-from probgen.infer._workers import run_jobs
 from probgen.infer._flat import FlatLogDensity, compile_bnn
 from probgen.infer._progress import make_progress_bar, progress_enabled
-from probgen.infer.mcmc import STAT_NAMES, ChainOutput, NUTSConfig
+from probgen.infer._workers import run_jobs
+from probgen.infer.mcmc import STAT_NAMES, ChainOutput, NUTSConfig, typed_stats
 from probgen.models.bnn import BNN
 
 __all__ = [
@@ -589,11 +589,7 @@ def _sample(
             if report is not None and sampler.completed > reported:
                 report(sampler.completed - reported)
                 reported = sampler.completed
-    stats = dict(sampler.stats)
-    stats["diverging"] = stats["diverging"].bool()
-    stats["tree_depth"] = stats["tree_depth"].long()
-    stats["n_steps"] = stats["n_steps"].long()
-    return NUTSOutput(sampler.draws, stats, sampler.state(), sampler.num_gradients, sampler.num_leapfrog)
+    return NUTSOutput(sampler.draws, typed_stats(sampler.stats), sampler.state(), sampler.num_gradients, sampler.num_leapfrog)
 
 
 def _warn_about(stats: dict[str, Tensor], config: NUTSConfig, stacklevel: int) -> None:
@@ -653,7 +649,7 @@ def sample_bnn(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) 
     density = compile_bnn(model, x, y)
     init = density.sample_prior(config.num_chains, torch.Generator().manual_seed(seed))
     groups = init.tensor_split(config.num_workers)
-    seeds = [int(s.generate_state(1)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(len(groups))]
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
     compile = _use_compile(density, config.num_chains)
     jobs = [
         partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile)
@@ -662,7 +658,7 @@ def sample_bnn(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) 
     enabled = progress_enabled(config.progress_bar)
     total = config.num_chains * (config.num_warmup + config.num_samples)
     with _torch_threads(1), make_progress_bar(total, desc="NUTS (flat)", enabled=enabled) as bar:
-        out = _concatenate(run_jobs(jobs, parallel=True, report=bar.update if enabled else None))
+        out = _concatenate(run_jobs(jobs, report=bar.update if enabled else None))
     return ChainOutput(density.unpack(out.draws), out.sample_stats), out
 
 

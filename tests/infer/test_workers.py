@@ -35,7 +35,7 @@ def test_jobs_return_in_order_and_report_all_progress():
     from functools import partial
 
     seen: list[int] = []
-    results = run_jobs([partial(_square, k) for k in range(4)], parallel=True, report=seen.append)
+    results = run_jobs([partial(_square, k) for k in range(4)], report=seen.append)
     assert results == [0, 1, 4, 9]
     assert sum(seen) == 4 * 3  # every unit of every job arrives, whether sent by a worker or not
 
@@ -43,14 +43,14 @@ def test_jobs_return_in_order_and_report_all_progress():
 @needs_fork
 def test_a_workers_exception_is_raised_here_with_its_traceback():
     with pytest.raises(ValueError, match="bad input in a worker") as info:
-        run_jobs([lambda report: 1, _fail], parallel=True)
+        run_jobs([lambda report: 1, _fail])
     assert any("worker process 1" in note for note in info.value.__notes__)
 
 
 @needs_fork
 def test_a_workers_warnings_are_issued_here():
     with pytest.warns(UserWarning, match="a worker's warning"):
-        assert run_jobs([lambda report: "here", _warn], parallel=True) == ["here", "done"]
+        assert run_jobs([lambda report: "here", _warn]) == ["here", "done"]
 
 
 @needs_fork
