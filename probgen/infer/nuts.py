@@ -563,10 +563,8 @@ def sample_nuts(
     >>> float(out.draws.var())  # doctest: +SKIP
     1.03
     """
-    enabled = progress_enabled(config.progress_bar)
-    total = init.shape[0] * (config.num_warmup + config.num_samples)
-    with make_progress_bar(total, desc="NUTS (flat)", enabled=enabled) as bar:
-        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, bar.update if enabled else None)
+    with _progress(config, init.shape[0]) as report:
+        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, report)
 
 
 def _sample(
@@ -618,6 +616,15 @@ def _use_compile(density: FlatLogDensity, chains: int) -> bool:
 
 
 @contextmanager
+def _progress(config: NUTSConfig, chains: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over every iteration of ``chains`` chains: its ``update``, or ``None`` when it is off."""
+    enabled = progress_enabled(config.progress_bar)
+    total = chains * (config.num_warmup + config.num_samples)
+    with make_progress_bar(total, desc="NUTS (flat)", enabled=enabled) as bar:
+        yield bar.update if enabled else None
+
+
+@contextmanager
 def _torch_threads(num: int) -> Iterator[None]:
     old = torch.get_num_threads()
     torch.set_num_threads(num)
@@ -655,10 +662,8 @@ def sample_bnn(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) 
         partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile)
         for group, group_seed in zip(groups, seeds)
     ]
-    enabled = progress_enabled(config.progress_bar)
-    total = config.num_chains * (config.num_warmup + config.num_samples)
-    with _torch_threads(1), make_progress_bar(total, desc="NUTS (flat)", enabled=enabled) as bar:
-        out = _concatenate(run_jobs(jobs, report=bar.update if enabled else None))
+    with _torch_threads(1), _progress(config, config.num_chains) as report:
+        out = _concatenate(run_jobs(jobs, report=report))
     return ChainOutput(density.unpack(out.draws), out.sample_stats), out
 
 
