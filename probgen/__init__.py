@@ -18,7 +18,8 @@ from probgen.infer.diffusion import (  # noqa: E402
 from probgen.infer.mcmc import fit_nuts  # noqa: E402
 from probgen.infer.predictive import Prediction  # noqa: E402
 from probgen.diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence, summarize  # noqa: E402
-from probgen.infer.results import MCMCResult, SVIResult, SVIState, load_result, to_arviz  # noqa: E402
+from probgen.infer.arviz import load_result, to_arviz  # noqa: E402
+from probgen.infer.results import MCMCResult, SVIResult, SVIState  # noqa: E402
 from probgen.infer.svi import SVI, fit_svi  # noqa: E402
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian, HeteroskedasticGaussian, Likelihood  # noqa: E402
 from probgen.models.bnn import BNN  # noqa: E402

@@ -141,3 +141,27 @@ def check_same_length(x_name: str, x: Tensor, y_name: str, y: Tensor) -> None:
         raise ValueError(
             f"{x_name} and {y_name} must have the same number of rows, got {x.shape[0]} and {y.shape[0]}."
         )
+
+
+def reject_unknown_options(function: str, unknown: Mapping[str, Any], options: Iterable[str]) -> None:
+    """Raise a TypeError for keyword arguments that ``function`` does not take.
+
+    Names close to a real option are suggested; anything else is probably model data passed by
+    keyword, which belongs in ``model_kwargs`` (or positionally).
+    """
+    if not unknown:
+        return
+    import difflib
+
+    choices = list(options)
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, choices, n=1)
+        if close:
+            hints.append(f"{name!r} (did you mean {close[0]!r}?)")
+        else:
+            hints.append(repr(name))
+    raise TypeError(
+        f"{function} got unexpected keyword argument(s) {', '.join(hints)}. Model data go positionally, "
+        f"{function}(model, x, y), or as model_kwargs={{...}}; the options are {', '.join(sorted(choices))}."
+    )

@@ -38,7 +38,7 @@ import pandas as pd
 
 from probgen._compat import import_arviz
 from probgen._validate import check_positive_float, check_positive_int, check_probability
-from probgen.infer.results import as_inference_data
+from probgen.infer.arviz import as_inference_data
 
 __all__ = [
     "ConvergenceReport",

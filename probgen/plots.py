@@ -39,7 +39,9 @@ from torch import Tensor
 from probgen._compat import import_arviz
 from probgen._validate import check_choice, check_positive_int, check_probability
 from probgen.infer.predictive import Prediction
-from probgen.infer.results import OBS, PosteriorResult, as_inference_data
+from probgen.infer._bnn_model import OBS
+from probgen.infer.arviz import as_inference_data
+from probgen.infer.results import PosteriorResult
 from probgen.metrics import coverage, expected_calibration_error
 
 __all__ = [

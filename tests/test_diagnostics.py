@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from probgen.diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence, summarize
-from probgen.infer.results import to_arviz
+from probgen.infer.arviz import to_arviz
 from tests import _tiny_fits as fits
 
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"]

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from probgen import plots
-from probgen.infer.results import to_arviz
+from probgen.infer.arviz import to_arviz
 from probgen.metrics import expected_calibration_error
 from tests import _tiny_fits as fits
 

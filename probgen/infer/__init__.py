@@ -2,7 +2,8 @@
 
 from probgen.infer.mcmc import fit_nuts
 from probgen.infer.predictive import Prediction
-from probgen.infer.results import MCMCResult, PosteriorResult, SVIResult, SVIState, to_arviz
+from probgen.infer.arviz import load_result, to_arviz
+from probgen.infer.results import MCMCResult, PosteriorResult, SVIResult, SVIState
 from probgen.infer.svi import SVI, fit_svi
 
-__all__ = ["fit_svi", "fit_nuts", "SVI", "SVIState", "SVIResult", "MCMCResult", "PosteriorResult", "Prediction", "to_arviz"]
+__all__ = ["fit_svi", "fit_nuts", "SVI", "SVIState", "SVIResult", "MCMCResult", "PosteriorResult", "Prediction", "to_arviz", "load_result"]

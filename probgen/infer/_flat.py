@@ -1,4 +1,4 @@
-"""A BNN's log joint compiled to a function of one flat, unconstrained vector.
+"""A model's log joint as a function of one flat, unconstrained vector; the BNN's kernels.
 
 NUTS evaluates ``log p(theta, y | x)`` and its gradient thousands of times per draw. Running
 the Pyro model under ``poutine.trace`` for each of them costs more than the network itself on
@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import pyro.distributions as dist
 import torch
@@ -53,10 +53,10 @@ from probgen._validate import check_choice
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian
 from probgen.models.bnn import BNN
 
-__all__ = ["FlatLogDensity", "SiteSlice", "compile_bnn", "Kernel", "KERNELS"]
+__all__ = ["FlatLogDensity", "BNNLogDensity", "SiteSlice", "compile_bnn", "Kernel", "KERNELS"]
 
 Kernel = Literal["auto", "mlp", "autograd"]
-KERNELS: tuple[str, ...] = ("auto", "mlp", "autograd")
+KERNELS: tuple[str, ...] = get_args(Kernel)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -100,30 +100,33 @@ def _sum_rightmost(value: Tensor, batch_dims: int) -> Tensor:
 
 
 class FlatLogDensity(ABC):
-    """``log p(u)`` of a BNN's latent sites packed into one unconstrained vector ``u``.
+    """``log p(u)`` of a model's latent sites packed into one unconstrained vector ``u``.
 
-    Subclasses implement :meth:`value_and_grad` for ``u`` of shape ``(chains, dim)``; the
-    layout (:attr:`sites`), :meth:`pack` and :meth:`unpack` are shared.
+    Subclasses implement :meth:`value_and_grad` for ``u`` of shape ``(chains, dim)`` and
+    :meth:`init_positions`; the layout (:attr:`sites`), :meth:`pack` and :meth:`unpack` are shared.
+    :meth:`unpack` uses each site's static transform; a density whose transforms depend on other
+    sites (the trace kernel) overrides it.
 
-    :param BNN model: the model; its deterministic parameters are held at their current values.
-    :param Tensor x: inputs ``(n, features)``.
-    :param Tensor y: targets ``(n,)`` or ``(n, d)``.
+    :param sites: the layout, one :class:`SiteSlice` per latent site, in sampling order.
+    :param dtype: the floating dtype of ``u``.
     """
 
-    #: Which kernel this is (``"mlp"`` or ``"autograd"``).
+    #: Which kernel this is (``"mlp"``, ``"autograd"`` or ``"trace"``).
     kernel: str = ""
 
-    def __init__(self, model: BNN, x: Tensor, y: Tensor) -> None:
-        self.model = model
-        self.x = x
-        self.y = y
-        self.priors = model.priors
-        self.sites = _layout(self.priors)
-        self.dim = self.sites[-1].stop
+    def __init__(self, sites: tuple[SiteSlice, ...], dtype: torch.dtype) -> None:
+        self.sites = sites
+        self.dim = sites[-1].stop if sites else 0
+        self._dtype = dtype
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.x.dtype
+        return self._dtype
+
+    @property
+    def work(self) -> int:
+        """A rough count of multiply-adds per gradient of one chain (what compiling saves on)."""
+        return self.dim
 
     @abstractmethod
     def value_and_grad(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,6 +135,21 @@ class FlatLogDensity(ABC):
     def log_density(self, u: Tensor) -> Tensor:
         """``log p(u)`` per row, without the gradient."""
         return self.value_and_grad(u)[0]
+
+    @abstractmethod
+    def init_positions(self, num: int, generator: torch.Generator) -> Tensor:
+        """``num`` starting points in the unconstrained space, ``(num, dim)``, from ``generator``."""
+
+    def prepare(self, chains: int) -> None:
+        """Get ready to evaluate ``chains`` rows at once (a hook; a no-op here).
+
+        Samplers call it before they fork worker processes, so that the workers inherit the work.
+        """
+
+    def capturable(self, chains: int) -> bool:
+        """Whether :meth:`value_and_grad` on ``chains`` rows is plain tensor code that ``torch.fx``
+        can capture into a graph (and a sampler may therefore compile it)."""
+        return True
 
     def unpack(self, u: Tensor) -> dict[str, Tensor]:
         """Constrained site values from ``u`` of shape ``(*batch, dim)``: ``{name: (*batch, *shape)}``."""
@@ -154,6 +172,26 @@ class FlatLogDensity(ABC):
             pieces.append(raw.reshape(batch + (-1,)))
         return torch.cat(pieces, dim=-1)
 
+
+class BNNLogDensity(FlatLogDensity):
+    """The flat log joint of a BNN conditioned on ``(x, y)``; its kernels subclass it.
+
+    :param BNN model: the model; its deterministic parameters are held at their current values.
+    :param Tensor x: inputs ``(n, features)``.
+    :param Tensor y: targets ``(n,)`` or ``(n, d)``.
+    """
+
+    def __init__(self, model: BNN, x: Tensor, y: Tensor) -> None:
+        self.model = model
+        self.x = x
+        self.y = y
+        self.priors = model.priors
+        super().__init__(_layout(self.priors), x.dtype)
+
+    @property
+    def work(self) -> int:
+        return self.x.shape[0] * self.dim
+
     def sample_prior(self, num: int, generator: torch.Generator) -> Tensor:
         """``num`` prior draws in the unconstrained space, ``(num, dim)``, from ``generator``."""
         with torch.random.fork_rng():
@@ -161,11 +199,15 @@ class FlatLogDensity(ABC):
             values = {name: prior.sample((num,)) for name, prior in self.priors.items()}
         return self.pack(values).to(self.dtype)
 
+    def init_positions(self, num: int, generator: torch.Generator) -> Tensor:
+        """Independent prior draws (what the ``"pyro"`` backend starts from too)."""
+        return self.sample_prior(num, generator)
+
 
 # -- autograd kernel: any BNN ------------------------------------------------------------------
 
 
-class AutogradLogDensity(FlatLogDensity):
+class AutogradLogDensity(BNNLogDensity):
     """The log joint through the model's own pieces, with the gradient from autograd."""
 
     kernel = "autograd"
@@ -288,7 +330,7 @@ def _mlp_layers(model: BNN) -> list[_Layer] | None:
     return layers
 
 
-class MLPLogDensity(FlatLogDensity):
+class MLPLogDensity(BNNLogDensity):
     """Hand-written log joint and gradient of an MLP BNN, batched over chains.
 
     Activations are ``(n, chains, width)`` tensors, data-major, so that the first layer of
@@ -460,10 +502,10 @@ class MLPLogDensity(FlatLogDensity):
 
 
 #: density kernels by name; ``"auto"`` takes ``"mlp"`` when the model allows it.
-_KERNEL_CLASSES: dict[str, type[FlatLogDensity]] = {"mlp": MLPLogDensity, "autograd": AutogradLogDensity}
+_KERNEL_CLASSES: dict[str, type[BNNLogDensity]] = {"mlp": MLPLogDensity, "autograd": AutogradLogDensity}
 
 
-def compile_bnn(model: BNN, x: Tensor, y: Tensor, *, kernel: str = "auto") -> FlatLogDensity:
+def compile_bnn(model: BNN, x: Tensor, y: Tensor, *, kernel: str = "auto") -> BNNLogDensity:
     """Compile ``model`` conditioned on ``(x, y)`` to a :class:`FlatLogDensity`.
 
     :param BNN model: the model; deterministic parameters are held at their current values.

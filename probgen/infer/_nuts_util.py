@@ -131,7 +131,7 @@ def dual_averaging_init(step_size: Tensor) -> DualAveraging:
     return DualAveraging(log_step, zeros, zeros, math.log(10.0) + log_step, zeros)
 
 
-def dual_averaging_update(state: DualAveraging, accept_prob: Tensor, target: float) -> DualAveraging:
+def dual_averaging_update(state: DualAveraging, accept_prob: Tensor, target: float | Tensor) -> DualAveraging:
     """One dual-averaging step per chain (Hoffman & Gelman 2014, eq. 6 with Stan's constants)."""
     steps = state.steps + 1
     eta = 1.0 / (steps + DA_T0)

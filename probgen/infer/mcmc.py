@@ -1,9 +1,12 @@
-"""NUTS for probgen models: several chains, per-draw sampler statistics, one result type.
+"""NUTS for any static Pyro program: several chains, per-draw sampler statistics, one result type.
 
-:func:`fit_nuts` runs ``num_chains`` chains and returns an
+:func:`fit_nuts` takes a model the way Pyro's ``MCMC.run`` does (``fit_nuts(model, *args,
+model_kwargs=...)``), runs ``num_chains`` chains and returns an
 :class:`~probgen.infer.results.MCMCResult` whose draws and statistics are shaped
-``(chain, draw, ...)``. The NUTS implementation is chosen by ``backend``; every backend
-records the same statistics under ArviZ's names, so diagnostics never depend on it:
+``(chain, draw, ...)``. The model is any callable Pyro program or a :class:`~probgen.models.bnn.BNN`;
+both reach the sampler through the same seam (:mod:`probgen.infer._model`). The NUTS
+implementation is chosen by ``backend``; every backend records the same statistics under ArviZ's
+names, so diagnostics never depend on it:
 
 ``diverging``, ``lp`` (log joint density), ``energy`` (for BFMI: the Hamiltonian at the start of
 the transition for ``"pyro"``; at the draw, with its momentum, for ``"flat"``, as Stan and NumPyro
@@ -12,79 +15,55 @@ record it), ``step_size``, ``tree_depth``, ``n_steps`` (leapfrog steps) and
 
 Backends are registered in :data:`BACKENDS` (a dict of name -> runner):
 
-* ``"flat"`` (the default, through ``"auto"``): probgen's own NUTS (:mod:`probgen.infer.nuts`).
-  It compiles the BNN once to a log-density of one flat unconstrained vector
-  (:mod:`probgen.infer._flat`), hand-differentiated for MLPs, and advances all chains with the
-  same tensor operations on one torch thread, with the chains split over one process per core
-  (``num_workers``). Measured on an 8-50-1 tanh BNN with 1000 points and 4 chains on 2 cores
-  (``benchmarks/bnn_nuts.py``), it gives 23-26 times the effective samples per second of
-  ``"pyro"`` (and 1.8 times NumPyro's with its default sequential chains).
-* ``"pyro"``: Pyro's own NUTS, the reference; it runs any static Pyro model, slowly.
+* ``"flat"`` (the default for continuous models, through ``"auto"``): probgen's own NUTS
+  (:mod:`probgen.infer.nuts`) on the model's log density as a function of one flat unconstrained
+  vector, with all chains of a process advanced by the same tensor operations and the chains split
+  over one process per core (``num_workers``). A BNN's density is hand-differentiated for MLPs; a
+  Pyro program's is its trace, captured once and, on long runs, compiled
+  (:mod:`probgen.infer._flat_trace`). Measured on an 8-50-1 tanh BNN with 1000 points and 4 chains
+  on 2 cores (``benchmarks/bnn_nuts.py``), it gives 23-26 times the effective samples per second of
+  ``"pyro"``; ``benchmarks/generic_nuts.py`` measures Pyro programs.
+* ``"pyro"``: Pyro's own NUTS, the reference; ``"auto"`` takes it for models with discrete latent
+  sites, which it enumerates (their draws are not recorded).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, get_args
 
 import pyro
 import torch
+from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
 from pyro.infer.mcmc import MCMC, NUTS
-from pyro.infer.autoguide.initialization import init_to_sample
 from torch import Tensor
 
-from probgen._types import SeedLike
-from probgen._validate import check_positive_int, check_probability, check_seed, lookup
+from probgen._types import Samples, SeedLike
+from probgen._validate import (
+    check_choice,
+    check_positive_int,
+    check_probability,
+    check_seed,
+    reject_unknown_options,
+)
+from probgen.infer._dispatch import as_inference_model
+from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import progress_enabled
 from probgen.infer._workers import available_cores, run_jobs
+from probgen.infer.nuts import STAT_NAMES, NUTSConfig, run_chains, typed_stats
 from probgen.infer.results import MCMCResult
-from probgen.models.bnn import BNN
 
-__all__ = ["fit_nuts", "NUTSConfig", "ChainOutput", "BACKENDS", "Backend"]
+__all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "warn_about_draws"]
 
 Backend = Literal["auto", "flat", "pyro"]
-STAT_NAMES = ("diverging", "lp", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
+#: Warn when more than this fraction of draws reach ``max_tree_depth``.
+TREE_DEPTH_WARN_FRACTION = 0.05
 
-
-class NUTSConfig(NamedTuple):
-    """Settings shared by every NUTS backend.
-
-    :ivar int num_warmup: adaptation iterations per chain (step size and diagonal mass matrix).
-    :ivar int num_samples: kept draws per chain.
-    :ivar int num_chains: independent chains.
-    :ivar float target_accept_prob: dual-averaging target for the mean acceptance probability.
-    :ivar int max_tree_depth: cap on tree doublings (at most ``2**max_tree_depth - 1`` leapfrog steps).
-    :ivar bool progress_bar: show a progress bar (off when ``CI`` is set).
-    :ivar int num_workers: processes that run the chains side by side, each with its share of
-        the chains (at most ``num_chains``); ``1`` runs every chain in this process.
-    """
-
-    num_warmup: int
-    num_samples: int
-    num_chains: int
-    target_accept_prob: float
-    max_tree_depth: int
-    progress_bar: bool
-    num_workers: int = 1
-
-
-def typed_stats(stats: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Sample statistics with ArviZ's dtypes: ``diverging`` bool, ``tree_depth`` and ``n_steps`` integer."""
-    typed = dict(stats)
-    typed["diverging"] = stats["diverging"].bool()
-    typed["tree_depth"] = stats["tree_depth"].long()
-    typed["n_steps"] = stats["n_steps"].long()
-    return typed
-
-
-class ChainOutput(NamedTuple):
-    """What a backend returns: draws per site and statistics, each ``(chain, draw, ...)``."""
-
-    samples: dict[str, Tensor]
-    sample_stats: dict[str, Tensor]
+Chains = tuple[Samples, dict[str, Tensor]]
 
 
 class _RecordingNUTS(NUTS):
@@ -144,117 +123,172 @@ class _RecordingNUTS(NUTS):
         return tree
 
 
-def _run_pyro(model: Callable[..., Any], x: Tensor, y: Tensor, config: NUTSConfig, seed: int) -> ChainOutput:
-    """Chain ``c`` seeded with ``seed + c``; the chains are split over ``config.num_workers``
+def _run_pyro(spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None) -> Chains:
+    """Pyro's NUTS. Chain ``c`` is seeded with ``seed + c``; the chains are split over ``config.num_workers``
     processes (see :mod:`probgen.infer._workers`), so the draws do not depend on that number.
     Pyro's progress bar shows only when everything runs in this process."""
     groups = [chains.tolist() for chains in torch.arange(config.num_chains).tensor_split(config.num_workers)]
     show_bar = config.num_workers == 1 and progress_enabled(config.progress_bar)
-    jobs = [partial(_run_pyro_chains, model, x, y, config, seed, chains, show_bar) for chains in groups]
+    jobs = [partial(_run_pyro_chains, spec, data, config, seed, chains, show_bar) for chains in groups]
     per_chain = [chain for group in run_jobs(jobs) for chain in group]
-    samples = {k: torch.stack([c.samples[k] for c in per_chain]) for k in per_chain[0].samples}
-    stats = {k: torch.stack([c.sample_stats[k] for c in per_chain]) for k in STAT_NAMES}
-    return ChainOutput(samples, typed_stats(stats))
+    samples = {k: torch.stack([c[0][k] for c in per_chain]) for k in per_chain[0][0]}
+    stats = {k: torch.stack([c[1][k] for c in per_chain]) for k in STAT_NAMES}
+    return spec.complete(samples, data), typed_stats(stats)
 
 
 def _run_pyro_chains(
-    model: Callable[..., Any],
-    x: Tensor,
-    y: Tensor,
+    spec: InferenceModel,
+    data: ModelData,
     config: NUTSConfig,
     seed: int,
     chains: list[int],
     show_bar: bool,
     report: Callable[[int], None],
-) -> list[ChainOutput]:
+) -> list[Chains]:
     """Pyro's NUTS on ``chains``, one after another; each chain's draws ``(draw, ...)``."""
     out = []
+    init = init_to_sample if spec.kind == "bnn" else init_to_uniform  # the "flat" backend's starting points
     for chain in chains:
         pyro.set_rng_seed(seed + chain)
         kernel = _RecordingNUTS(
-            model,
+            spec.program(),
             target_accept_prob=config.target_accept_prob,
             max_tree_depth=config.max_tree_depth,
-            init_strategy=init_to_sample,
+            init_strategy=init,
             adapt_step_size=True,
             adapt_mass_matrix=True,
         )
         mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.num_warmup, num_chains=1, disable_progbar=not show_bar)
-        mcmc.run(x, y)
+        mcmc.run(*data.args, **data.kwargs)
         kept = kernel.records[config.num_warmup :]
         samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
-        out.append(ChainOutput(samples, {name: torch.tensor([r[name] for r in kept]) for name in STAT_NAMES}))
+        out.append((samples, {name: torch.tensor([r[name] for r in kept]) for name in STAT_NAMES}))
         report(config.num_warmup + config.num_samples)
     return out
 
 
-def _run_flat(model: BNN, x: Tensor, y: Tensor, config: NUTSConfig, seed: int) -> ChainOutput:
-    """probgen's batched NUTS; imported here because :mod:`probgen.infer.nuts` imports this module."""
-    from probgen.infer.nuts import run_flat_nuts
+def _run_flat(spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None) -> Chains:
+    """probgen's batched NUTS on the model's flat log density."""
+    density = spec.flat_density(data)
+    out = run_chains(density, config, seed, compile=compile)
+    return spec.unpack(density, out.draws), out.sample_stats
 
-    return run_flat_nuts(model, x, y, config, seed)
 
-
-Runner = Callable[[BNN, Tensor, Tensor, NUTSConfig, int], ChainOutput]
+Runner = Callable[[InferenceModel, ModelData, NUTSConfig, int, "bool | None"], Chains]
 
 #: NUTS implementations by name. ``"auto"`` resolves to the fastest registered backend that is correct for the model.
 BACKENDS: dict[str, Runner] = {"flat": _run_flat, "pyro": _run_pyro}
+BACKEND_CHOICES: tuple[str, ...] = get_args(Backend)
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str, spec: InferenceModel, data: ModelData) -> str:
+    check_choice("backend", backend, BACKEND_CHOICES)
     if backend == "auto":
-        return "flat"  # the fast backend serves every BNN (its autograd kernel covers any architecture)
-    lookup("backend", backend, BACKENDS)
+        return "pyro" if spec.discrete_latents(data) else "flat"
     return backend
 
 
+def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stacklevel: int = 2) -> None:
+    """Warn about divergent draws and draws whose trees reached ``max_tree_depth``.
+
+    :param int stacklevel: as for ``warnings.warn``, counted from the caller of this function.
+    """
+    divergences = int(stats["diverging"].sum())
+    if divergences:
+        warnings.warn(
+            f"{divergences} of {stats['diverging'].numel()} draws diverged; the posterior is not "
+            "explored reliably. Raise target_accept_prob (e.g. 0.95) or reparametrise the model.",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+    saturated = float((stats["tree_depth"] >= max_tree_depth).double().mean())
+    if saturated > TREE_DEPTH_WARN_FRACTION:
+        warnings.warn(
+            f"{saturated:.0%} of draws reached max_tree_depth={max_tree_depth}, so their "
+            "trajectories were cut short. Raise max_tree_depth, or run longer warm-up.",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+_OPTIONS = (
+    "model_kwargs", "num_warmup", "num_samples", "num_chains", "target_accept_prob", "max_tree_depth",
+    "backend", "seed", "num_workers", "compile", "progress_bar",
+)  # fmt: skip
+
+
 def fit_nuts(
-    model: BNN,
-    x: Any,
-    y: Any,
-    *,
+    model: Any,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
     num_warmup: int = 500,
     num_samples: int = 500,
     num_chains: int = 4,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
-    backend: str = "auto",
+    backend: Backend = "auto",
     seed: SeedLike = None,
     num_workers: int | None = None,
+    compile: bool | None = None,
     progress_bar: bool = True,
+    **unknown: Any,
 ) -> MCMCResult:
-    """Sample a BNN's posterior with the No-U-Turn Sampler.
+    """Sample a model's posterior with the No-U-Turn Sampler.
 
-    Deterministic parameters (those the prior leaves out) are held at their current values.
+    The model is any static Pyro program with continuous latent sites, or a
+    :class:`~probgen.models.bnn.BNN`. Its data are passed as its signature takes them, like Pyro's
+    ``MCMC.run``: positionally (``fit_nuts(model, x, y)``), keyword data through ``model_kwargs``.
+    Observed sites are those with ``obs=``. The model is copied where it has state; its
+    ``pyro.param`` values and a BNN's deterministic parameters are held at their current values.
 
-    :param BNN model: the model.
-    :param x: inputs ``(n, features)``.
-    :param y: targets ``(n,)``.
+    :param model: a BNN or a callable Pyro program.
+    :param args: the model's positional data.
+    :param dict model_kwargs: the model's keyword data.
     :param int num_warmup: warm-up iterations per chain (discarded).
     :param int num_samples: draws kept per chain.
     :param int num_chains: independent chains (default 4, so that R-hat means something).
     :param float target_accept_prob: step-size adaptation target in (0, 1).
     :param int max_tree_depth: maximum number of tree doublings per draw.
-    :param str backend: ``"auto"`` (the fastest correct backend: ``"flat"``), or a name in
-        :data:`BACKENDS`: ``"flat"`` (probgen's batched NUTS) or ``"pyro"`` (Pyro's NUTS, the reference).
+    :param str backend: ``"auto"`` (the fastest correct backend: ``"flat"``, or ``"pyro"`` for a
+        model with discrete latent sites), ``"flat"`` (probgen's batched NUTS) or ``"pyro"`` (Pyro's
+        NUTS, the reference).
     :param int seed: seeds the chains (recorded on the result); ``None`` draws one.
     :param int num_workers: processes that run the chains side by side, one per CPU core; each
         takes an even share of the chains and runs it on one torch thread. ``None`` (default):
         one per available core, at most one per chain; ``1``: everything in this process. With
         ``"flat"`` the draws depend on ``seed`` and ``num_workers`` (recorded on the result), so
         pass both to reproduce a run on another machine; with ``"pyro"`` on ``seed`` only.
+    :param bool compile: compile a Pyro program's captured log density with TorchInductor;
+        ``None`` (default) decides from the measured cost of one gradient and the run's length.
     :param bool progress_bar: show a progress bar (off when the ``CI`` environment variable is set).
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
-    :raises ValueError: if ``num_workers`` exceeds ``num_chains``.
+    :raises TypeError: for data the model does not take, or an unknown option.
+    :raises ValueError: for bad option values, data the model cannot condition on, a model that
+        observes nothing, a dynamic model, or discrete latent sites with ``backend="flat"``.
+
+    Example: eight schools, non-centred.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def eight_schools(sigma, y=None):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    ...     tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    ...     with pyro.plate("J", len(sigma)):
+    ...         theta_raw = pyro.sample("theta_raw", dist.Normal(0.0, 1.0))
+    ...         theta = pyro.deterministic("theta", mu + tau * theta_raw)
+    ...         pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+    >>> sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    >>> y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    >>> res = fit_nuts(eight_schools, sigma, y, num_warmup=50, num_samples=50, num_chains=2,
+    ...                seed=0, progress_bar=False)  # doctest: +SKIP
+    >>> res.get_samples(group_by_chain=True)["theta"].shape  # doctest: +SKIP
+    torch.Size([2, 50, 8])
 
     References:
         Hoffman, M. D. and Gelman, A. (2014). The No-U-Turn Sampler. JMLR 15.
     """
-    if not isinstance(model, BNN):
-        raise TypeError(f"model must be a probgen.BNN, got {type(model).__name__}.")
-    x_t, y_opt = model.check_data(x, y)
-    if y_opt is None:
-        raise ValueError("y is required to fit a model.")
+    reject_unknown_options("fit_nuts", unknown, _OPTIONS)
+    spec = as_inference_model(model)
+    data = spec.bind(args, model_kwargs, fit=True)
     config = NUTSConfig(
         num_warmup=check_positive_int("num_warmup", num_warmup, allow_zero=True),
         num_samples=check_positive_int("num_samples", num_samples),
@@ -269,19 +303,21 @@ def fit_nuts(
         raise ValueError(
             f"num_workers={num_workers} exceeds num_chains={config.num_chains}; each worker runs at least one chain."
         )
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"compile must be True, False or None, got {type(compile).__name__}.")
     config = config._replace(num_workers=int(num_workers))
-    name = _resolve_backend(backend)
+    name = _resolve_backend(backend, spec, data)
     seed = check_seed(seed)
     start = time.perf_counter()
-    out = BACKENDS[name](model, x_t, y_opt, config, seed)
+    samples, stats = BACKENDS[name](spec, data, config, seed, compile)
+    warn_about_draws(stats, config.max_tree_depth, stacklevel=2)
     return MCMCResult(
-        model=model,
-        samples=out.samples,
-        x=x_t,
-        y=y_opt,
+        spec=spec,
+        samples=samples,
+        data=data,
         seed=seed,
         wall_time=time.perf_counter() - start,
-        sample_stats=out.sample_stats,
+        sample_stats=stats,
         num_warmup=config.num_warmup,
         backend=name,
         num_workers=config.num_workers,

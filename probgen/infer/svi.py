@@ -1,4 +1,4 @@
-"""Stochastic variational inference for probgen models.
+"""Stochastic variational inference for any static Pyro program, and probgen's BNN as a fast case.
 
 Two levels, as in NumPyro:
 
@@ -6,12 +6,17 @@ Two levels, as in NumPyro:
   :class:`~probgen.infer.results.SVIResult` with draws from the fitted guide.
 * :class:`SVI` is the step API for custom loops: ``init``, ``update``, ``evaluate`` and ``state``.
 
-Parameters live in modules, not in Pyro's global parameter store: every guide is built and
-called under ``pyro.settings.context(module_local_params=True)``, and the optimiser runs over
-the guide's parameters and the model's deterministic parameters directly. Two fits therefore
-never share parameters by name, and a fit leaves Pyro's global state as it found it. Minibatch scaling
-is done by the likelihood's data plate, so the loss is always an estimate of the full-data
-negative ELBO in nats.
+The guide is a name (:data:`GUIDES`: Pyro's ``AutoNormal``, ``AutoLowRankMultivariateNormal``,
+``AutoMultivariateNormal``, ``AutoDelta``), an ``AutoGuide`` instance, or any Pyro guide written
+as a callable. Parameters live with the fit, not in Pyro's global parameter store: autoguides and
+module guides keep theirs (``pyro.settings.context(module_local_params=True)``), and global
+``pyro.param`` statements of the model and of a guide function are served from stores that belong
+to this fit (:class:`~probgen.infer._trace.LocalParams`). Two fits therefore never share parameters
+by name, and a fit leaves Pyro's global state as it found it.
+
+Minibatches: a BNN takes ``batch_size=`` (its likelihood's data plate subsamples); a Pyro program
+writes ``pyro.plate(name, size, subsample_size=B)`` itself. Either way the plate scales the
+likelihood by N / B, so the loss is always an estimate of the full-data negative ELBO in nats.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
-from typing import Any, ContextManager, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ContextManager, Literal, get_args
 
 import pyro
 import torch
@@ -32,71 +37,106 @@ from pyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
-from pyro.infer.autoguide.initialization import init_to_sample
-from torch import Tensor
+from pyro.infer.autoguide.initialization import init_to_feasible, init_to_sample
+from torch import Tensor, nn
 
-from probgen._types import SeedLike
-from probgen._validate import check_choice, check_positive_float, check_positive_int, check_seed, lookup
-from probgen.infer import _meanfield
+from probgen._types import Samples, SeedLike
+from probgen._validate import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    lookup,
+    reject_unknown_options,
+)
+from probgen.infer import _meanfield, _trace
+from probgen.infer._dispatch import as_inference_model
+from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import make_progress_bar, progress_enabled
 from probgen.infer.results import SVIResult, SVIState
-from probgen.models.bnn import BNN
 
-__all__ = ["SVI", "fit_svi", "GuideName", "GUIDES"]
+__all__ = ["SVI", "fit_svi", "GuideName", "GUIDES", "ElboName", "ELBOS"]
 
 GuideName = Literal["normal", "lowrank", "mvn", "delta"]
-ElboName = Literal["meanfield", "trace"]
+ElboName = Literal["auto", "meanfield", "trace"]
+#: What ``guide_name`` says of a guide passed as an object or a function.
+CUSTOM_GUIDE = "custom"
+
+AutoGuideFactory = Callable[[Callable[..., Any], float, "int | None", Callable[..., Any]], AutoGuide]
 
 
-def _auto_normal(model: BNN, init_scale: float, rank: int | None) -> AutoGuide:
-    return AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+def _auto_normal(model: Callable[..., Any], init_scale: float, rank: int | None, init_loc: Callable[..., Any]) -> AutoGuide:
+    return AutoNormal(model, init_loc_fn=init_loc, init_scale=init_scale)
 
 
-def _auto_lowrank(model: BNN, init_scale: float, rank: int | None) -> AutoGuide:
-    return AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale, rank=rank)
+def _auto_lowrank(model: Callable[..., Any], init_scale: float, rank: int | None, init_loc: Callable[..., Any]) -> AutoGuide:
+    return AutoLowRankMultivariateNormal(model, init_loc_fn=init_loc, init_scale=init_scale, rank=rank)
 
 
-def _auto_mvn(model: BNN, init_scale: float, rank: int | None) -> AutoGuide:
-    return AutoMultivariateNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+def _auto_mvn(model: Callable[..., Any], init_scale: float, rank: int | None, init_loc: Callable[..., Any]) -> AutoGuide:
+    return AutoMultivariateNormal(model, init_loc_fn=init_loc, init_scale=init_scale)
 
 
-def _auto_delta(model: BNN, init_scale: float, rank: int | None) -> AutoGuide:
-    return AutoDelta(model, init_loc_fn=init_to_sample)
+def _auto_delta(model: Callable[..., Any], init_scale: float, rank: int | None, init_loc: Callable[..., Any]) -> AutoGuide:
+    return AutoDelta(model, init_loc_fn=init_loc)
 
 
 #: Guide families by name: mean-field Normal (default), low-rank plus diagonal covariance,
-#: full covariance (small nets only), and a point mass (MAP).
-GUIDES: dict[str, Callable[[BNN, float, int | None], AutoGuide]] = {
+#: full covariance (small models only), and a point mass (MAP).
+GUIDES: dict[str, AutoGuideFactory] = {
     "normal": _auto_normal,
     "lowrank": _auto_lowrank,
     "mvn": _auto_mvn,
     "delta": _auto_delta,
 }
+GUIDE_NAMES: tuple[str, ...] = get_args(GuideName)
 
+#: ELBO estimators by name; ``"auto"`` takes ``"meanfield"`` (closed-form KL terms where they
+#: exist) for guides given by name and ``"trace"`` for guides the user wrote, which may have
+#: dependencies between sites that the mean-field estimator would ignore.
 ELBOS: dict[str, type] = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
+ELBO_NAMES: tuple[str, ...] = get_args(ElboName)
 
 
 def _local_params() -> ContextManager[None]:
-    """Keep autoguide parameters inside the guide module, out of Pyro's global param store."""
+    """Keep module parameters (autoguides, PyroModules) inside their modules, out of Pyro's global param store."""
     return pyro.settings.context(module_local_params=True)
+
+
+def _build_guide(
+    guide: Any, spec: InferenceModel, program: Callable[..., Any], init_scale: float, rank: int | None
+) -> tuple[Any, str]:
+    """The guide object (or function) to fit, and its name."""
+    if isinstance(guide, str):
+        check_choice("guide", guide, GUIDE_NAMES)
+        init_loc = init_to_sample if spec.kind == "bnn" else init_to_feasible
+        with _local_params():
+            return lookup("guide", guide, GUIDES)(program, init_scale, rank, init_loc), guide
+    if isinstance(guide, AutoGuide) or isinstance(guide, nn.Module) or callable(guide):
+        return (copy.deepcopy(guide) if isinstance(guide, nn.Module) else guide), CUSTOM_GUIDE
+    raise TypeError(
+        f"guide must be one of {', '.join(map(repr, GUIDE_NAMES))}, a Pyro AutoGuide or a callable guide, "
+        f"got {type(guide).__name__}."
+    )
 
 
 class SVI:
     """One SVI run as a step API: configure, ``init``, then ``update`` per step.
 
-    :param BNN model: the model (used as given; :func:`fit_svi` passes a copy).
-    :param str guide: a name from :data:`GUIDES`.
+    :param model: a :class:`~probgen.models.bnn.BNN` or any callable Pyro program (copied).
+    :param guide: a name from :data:`GUIDES`, an ``AutoGuide`` instance, or a callable Pyro guide.
     :param float lr: Adam's learning rate.
     :param float final_lr: if given, the learning rate decays exponentially from ``lr`` to
         ``final_lr`` over ``decay_steps`` steps (then stays there).
     :param int decay_steps: the length of that decay.
-    :param str elbo: ``"meanfield"`` (closed-form KL between Gaussian guide and prior sites
-        where available; the default) or ``"trace"`` (Monte Carlo KL).
+    :param str elbo: ``"auto"`` (default; see :data:`ELBOS`), ``"meanfield"`` (closed-form KL
+        between guide and prior sites where available) or ``"trace"`` (Monte Carlo KL).
     :param int num_particles: ELBO particles per step.
-    :param int batch_size: minibatch size; ``None`` uses all rows each step.
+    :param int batch_size: minibatch size of a BNN; ``None`` uses all rows each step. A Pyro program
+        minibatches through its own ``pyro.plate(..., subsample_size=...)``.
     :param float init_scale: the guide's initial standard deviation.
     :param int rank: covariance rank of the ``"lowrank"`` guide.
-    :param bool fast_path: for the mean-field guide with ``elbo="meanfield"`` and Normal weight
+    :param bool fast_path: for a BNN with the mean-field guide, ``elbo="meanfield"`` and Normal weight
         priors, evaluate that same ELBO estimator directly in torch (:mod:`probgen.infer._meanfield`)
         instead of through Pyro's traces; ``False`` forces ``TraceMeanField_ELBO``.
 
@@ -113,64 +153,120 @@ class SVI:
 
     def __init__(
         self,
-        model: BNN,
+        model: Any,
         *,
-        guide: GuideName = "normal",
+        guide: Any = "normal",
         lr: float = 1e-2,
         final_lr: float | None = None,
         decay_steps: int = 1000,
-        elbo: ElboName = "meanfield",
+        elbo: ElboName = "auto",
         num_particles: int = 1,
         batch_size: int | None = None,
         init_scale: float = 0.1,
         rank: int | None = None,
         fast_path: bool = True,
     ) -> None:
-        self.model = model
+        self.spec = as_inference_model(model)
         self.final_lr = None if final_lr is None else check_positive_float("final_lr", final_lr)
         self.decay_steps = check_positive_int("decay_steps", decay_steps)
-        self.guide_name = check_choice("guide", guide, GUIDES)
         self.lr = check_positive_float("lr", lr)
-        self.elbo_name = check_choice("elbo", elbo, ELBOS)
+        elbo_name: str = check_choice("elbo", str(elbo), ELBO_NAMES)
         self.num_particles = check_positive_int("num_particles", num_particles)
         self.batch_size = None if batch_size is None else check_positive_int("batch_size", batch_size)
         self.init_scale = check_positive_float("init_scale", init_scale)
         self.rank = None if rank is None else check_positive_int("rank", rank)
-        with _local_params():
-            self.guide: AutoGuide = lookup("guide", guide, GUIDES)(model, self.init_scale, self.rank)
-        self.elbo = lookup("elbo", elbo, ELBOS)(num_particles=self.num_particles, vectorize_particles=False)
+        self.spec.call_kwargs(batch_size=self.batch_size)  # a Pyro program rejects batch_size here
+        #: Unconstrained values of the guide function's global ``pyro.param`` statements.
+        self.guide_params: dict[str, Tensor] = {}
+        self._guide_constraints: dict[str, Any] = {}
+        self.program = self.spec.program(trainable=True)
+        self.guide, self.guide_name = _build_guide(guide, self.spec, self.program, self.init_scale, self.rank)
+        self._guide_fn = _trace.LocalParams(self.guide_params, self._guide_constraints)(self.guide)
+        if elbo_name == "auto":
+            elbo_name = "meanfield" if self.guide_name != CUSTOM_GUIDE else "trace"
+        self.elbo_name = elbo_name
+        self.elbo = lookup("elbo", elbo_name, ELBOS)(num_particles=self.num_particles, vectorize_particles=False)
         #: True when steps use probgen's direct evaluation of the mean-field ELBO.
-        self.fast_path = bool(fast_path) and _meanfield.applies(model, self.guide, self.elbo_name)
+        self.fast_path = bool(fast_path) and _meanfield.applies(self.spec.model, self.guide, self.elbo_name)
         self._optim: torch.optim.Optimizer | None = None
         self._step = 0
         self._losses: list[float] = []
+        self._data: ModelData | None = None
 
-    def _subsample(self, n: int) -> int | None:
-        return None if self.batch_size is None or self.batch_size >= n else self.batch_size
+    @property
+    def model(self) -> Any:
+        """The model being fitted (this run's copy)."""
+        return self.spec.model
+
+    def _call_kwargs(self, data: ModelData, subsample_size: int | None) -> dict[str, Any]:
+        return {**data.kwargs, **self.spec.call_kwargs(batch_size=subsample_size)}
+
+    def _subsample(self, data: ModelData) -> int | None:
+        if self.batch_size is None or self.spec.kind != "bnn":
+            return None
+        return None if self.batch_size >= data.args[0].shape[0] else self.batch_size
 
     def _parameters(self) -> list[Tensor]:
-        return [p for p in (*self.guide.parameters(), *self.model.parameters()) if p.requires_grad]
+        modules = [m for m in (self.guide, self.model) if isinstance(m, nn.Module)]
+        tensors: list[Tensor] = [p for m in modules for p in m.parameters()]
+        tensors += list(self.spec_params().values()) + list(self.guide_params.values())
+        unique: dict[int, Tensor] = {}
+        for p in tensors:
+            if p.requires_grad:
+                unique.setdefault(id(p), p)
+        return list(unique.values())
 
-    def init(self, x: Tensor, y: Tensor, *, seed: int, init_state: SVIState | None = None) -> None:
-        """Seed the run, build the guide's parameters and the optimiser; restore ``init_state`` if given."""
+    def spec_params(self) -> dict[str, Tensor]:
+        """The model's own global ``pyro.param`` values (unconstrained), if it has any."""
+        return getattr(self.spec, "params", {})
+
+    def _bind(self, args: tuple[Any, ...], model_kwargs: Mapping[str, Any] | None) -> ModelData:
+        if len(args) == 1 and isinstance(args[0], ModelData):
+            return args[0]
+        return self.spec.bind(args, model_kwargs, fit=True)
+
+    def init(
+        self,
+        *args: Any,
+        seed: int,
+        init_state: SVIState | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Validate the data, seed the run, build the parameters and the optimiser; restore ``init_state`` if given."""
+        data = self._bind(args, model_kwargs)
+        self._data = data
         pyro.set_rng_seed(seed)
         with torch.no_grad(), _local_params():
-            self.guide(x, y, subsample_size=self._subsample(x.shape[0]))
+            kwargs = self._call_kwargs(data, self._subsample(data))
+            self._guide_fn(*data.args, **kwargs)  # builds an autoguide's parameters
+            if not self.fast_path:
+                self.elbo.differentiable_loss(self.program, self._guide_fn, *data.args, **kwargs)  # global params
         # fused Adam: one kernel for all parameters, ~0.3 ms a step cheaper than the default
         # per-tensor loop on a 1-50-1 net (benchmarks/bnn_svi.py shows both).
         self._optim = torch.optim.Adam(self._parameters(), lr=self.lr, fused=True)
         if init_state is not None:
-            if init_state.guide_name != self.guide_name:
-                raise ValueError(
-                    f"init_state comes from a {init_state.guide_name!r} guide but this run uses "
-                    f"{self.guide_name!r}; pass guide={init_state.guide_name!r}."
-                )
-            self.guide.load_state_dict(init_state.guide_state)
-            self.model.load_state_dict(init_state.model_state)
-            self._optim.load_state_dict(init_state.optim_state)
-            torch.set_rng_state(init_state.rng_state)
-            self._step = init_state.step
-            self._losses = init_state.losses.tolist()
+            self._restore(init_state)
+
+    def _restore(self, state: SVIState) -> None:
+        if state.guide_name != self.guide_name:
+            raise ValueError(
+                f"init_state comes from a {state.guide_name!r} guide but this run uses "
+                f"{self.guide_name!r}; pass guide={state.guide_name!r}."
+            )
+        if isinstance(self.guide, nn.Module):
+            self.guide.load_state_dict(state.guide_state)
+        if isinstance(self.model, nn.Module):
+            self.model.load_state_dict(state.model_state)
+        for store, saved in ((self.spec_params(), state.param_state.get("model", {})), (self.guide_params, state.param_state.get("guide", {}))):
+            with torch.no_grad():
+                for name, value in saved.items():
+                    if name in store:
+                        store[name].copy_(value)
+        assert self._optim is not None
+        self._optim.load_state_dict(state.optim_state)
+        torch.set_rng_state(state.rng_state)
+        self._step = state.step
+        self._losses = state.losses.tolist()
 
     def _learning_rate(self, step: int) -> float:
         """``lr * (final_lr / lr) ** min(step / decay_steps, 1)``: exponential decay, then flat."""
@@ -178,11 +274,16 @@ class SVI:
             return self.lr
         return self.lr * (self.final_lr / self.lr) ** min(step / self.decay_steps, 1.0)
 
-    def update(self, x: Tensor, y: Tensor) -> float:
-        """Take one gradient step on the negative ELBO; returns the loss before the step."""
-        if self._optim is None:
-            raise RuntimeError("call init(x, y, seed=...) before update().")
-        loss = self.loss(x, y, subsample_size=self._subsample(x.shape[0]), num_particles=self.num_particles)
+    def update(self, *args: Any, model_kwargs: Mapping[str, Any] | None = None) -> float:
+        """Take one gradient step on the negative ELBO; returns the loss before the step.
+
+        :param args: the data (already validated by :meth:`init`: the same arrays, or new ones of
+            the same kinds); none reuses the data of :meth:`init`.
+        """
+        if self._optim is None or self._data is None:
+            raise RuntimeError("call init(*data, seed=...) before update().")
+        data = self._data if not args and model_kwargs is None else ModelData(args, model_kwargs or {})
+        loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
         for group in self._optim.param_groups:
             group["lr"] = self._learning_rate(self._step)
         self._optim.zero_grad(set_to_none=True)
@@ -193,39 +294,84 @@ class SVI:
         self._losses.append(value)
         return value
 
-    def loss(self, x: Tensor, y: Tensor, *, subsample_size: int | None = None, num_particles: int = 1) -> Tensor:
-        """A differentiable estimate of the negative ELBO (nats) under the current guide."""
+    def loss(self, *args: Any, subsample_size: int | None = None, num_particles: int = 1) -> Tensor:
+        """A differentiable estimate of the negative ELBO (nats) under the current guide.
+
+        :param args: the data, or one :class:`~probgen.infer._model.ModelData`.
+        """
+        data = args[0] if len(args) == 1 and isinstance(args[0], ModelData) else ModelData(args)
         with _local_params():
             if self.fast_path:
+                x, y = data.args
                 return _meanfield.meanfield_loss(
-                    self.model, self.guide, x, y,  # type: ignore[arg-type]
-                    subsample_size=subsample_size, num_particles=num_particles,
+                    self.model, self.guide, x, y, subsample_size=subsample_size, num_particles=num_particles,
                 )  # fmt: skip
             elbo = self.elbo
             if num_particles != self.num_particles:
                 elbo = type(self.elbo)(num_particles=num_particles, vectorize_particles=False)
-            return elbo.differentiable_loss(self.model, self.guide, x, y, subsample_size=subsample_size)
+            kwargs = self._call_kwargs(data, subsample_size)
+            return elbo.differentiable_loss(self.program, self._guide_fn, *data.args, **kwargs)
 
-    def evaluate(self, x: Tensor, y: Tensor, *, num_particles: int = 10) -> float:
+    def evaluate(self, *args: Any, num_particles: int = 10) -> float:
         """A low-variance estimate of the full-data negative ELBO, without a gradient step."""
         num_particles = check_positive_int("num_particles", num_particles)
         with torch.no_grad():
-            return float(self.loss(x, y, num_particles=num_particles))
+            return float(self.loss(*args, num_particles=num_particles))
 
     @property
     def state(self) -> SVIState:
         """A snapshot of everything needed to resume (copies, safe to keep)."""
         if self._optim is None:
-            raise RuntimeError("call init(x, y, seed=...) before reading the state.")
+            raise RuntimeError("call init(*data, seed=...) before reading the state.")
         return SVIState(
             step=self._step,
-            guide_state=copy.deepcopy(self.guide.state_dict()),
-            model_state=copy.deepcopy(self.model.state_dict()),
+            guide_state=copy.deepcopy(self.guide.state_dict()) if isinstance(self.guide, nn.Module) else {},
+            model_state=copy.deepcopy(self.model.state_dict()) if isinstance(self.model, nn.Module) else {},
             optim_state=copy.deepcopy(self._optim.state_dict()),
             rng_state=torch.get_rng_state(),
             losses=torch.tensor(self._losses),
             guide_name=self.guide_name,
+            param_state={
+                "model": {k: v.detach().clone() for k, v in self.spec_params().items()},
+                "guide": {k: v.detach().clone() for k, v in self.guide_params.items()},
+            },
         )
+
+    def draws(self, num_samples: int) -> Samples:
+        """``num_samples`` joint draws of every latent site from the guide (and the model's
+        deterministic sites), as one chain ``(1, num_samples, ...)``."""
+        if self._data is None:
+            raise RuntimeError("call init(*data, seed=...) before drawing from the guide.")
+        with torch.no_grad():
+            if self.spec.kind == "bnn":
+                return _bnn_guide_draws(self, num_samples)
+            return _guide_draws(self, self._data, num_samples)
+
+
+def _bnn_guide_draws(svi: SVI, num_samples: int) -> Samples:
+    """Vectorised by an outer plate: every latent site of a BNN has an empty batch shape (priors are
+    whole-parameter events), so the plate's dim -1 is free."""
+    with pyro.plate("_draws", num_samples, dim=-1), _local_params():
+        draws = svi.guide()
+    priors = svi.model.priors
+    return {name: draws[name].reshape((1, num_samples) + tuple(priors[name].event_shape)) for name in priors}
+
+
+def _guide_draws(svi: SVI, data: ModelData, num_samples: int) -> Samples:
+    """Draws of a Pyro program's latent sites: the guide run once per draw (``vmap``), all plates full."""
+    latent = svi.spec.latent_shapes(data)
+    guide = _trace.LocalParams(svi.guide_params, svi._guide_constraints, trainable=False)(svi.guide)
+
+    def one(_: dict[str, Tensor]) -> dict[str, Tensor]:
+        with _local_params():
+            trace = _trace.run_traced(guide, data.args, data.kwargs, _trace.FullPlates())
+        nodes: Any = trace.nodes
+        return {name: nodes[name]["value"] for name in latent}
+
+    with _trace.quiet_validation():
+        out, _ = _trace.vectorise(one, {}, num_samples)
+    samples = {name: value.reshape((1, num_samples) + tuple(value.shape[1:])) for name, value in out.items()}
+    return svi.spec.complete(samples, data)
 
 
 class _EarlyStopping:
@@ -246,55 +392,69 @@ class _EarlyStopping:
         return self.bad_checks >= self.patience
 
 
+_OPTIONS = (
+    "model_kwargs", "guide", "num_steps", "lr", "final_lr", "batch_size", "num_samples", "num_particles",
+    "elbo", "init_scale", "rank", "fast_path", "patience", "min_delta", "eval_every", "validation",
+    "init_state", "checkpoint", "seed", "progress_bar",
+)  # fmt: skip
+
+
 def fit_svi(
-    model: BNN,
-    x: Any,
-    y: Any,
-    *,
-    guide: GuideName = "normal",
+    model: Any,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+    guide: Any = "normal",
     num_steps: int = 2000,
     lr: float = 1e-2,
     final_lr: float | None = None,
     batch_size: int | None = None,
     num_samples: int = 1000,
     num_particles: int = 1,
-    elbo: ElboName = "meanfield",
+    elbo: ElboName = "auto",
     init_scale: float = 0.1,
     rank: int | None = None,
     fast_path: bool = True,
     patience: int | None = None,
     min_delta: float = 0.0,
     eval_every: int = 50,
-    validation: tuple[Any, Any] | None = None,
+    validation: tuple[Any, ...] | None = None,
     init_state: SVIState | None = None,
     checkpoint: str | None = None,
     seed: SeedLike = None,
     progress_bar: bool = True,
+    **unknown: Any,
 ) -> SVIResult:
-    """Fit a variational posterior to a BNN by maximising the ELBO with Adam.
+    """Fit a variational posterior to a model by maximising the ELBO with Adam.
 
-    :param BNN model: the model; it is copied, so the caller's model keeps no fitted state.
-    :param x: inputs, ``(n, features)``.
-    :param y: targets, ``(n,)`` (or ``(n, d)`` for multi-output regression).
-    :param str guide: ``"normal"`` (mean-field, default), ``"lowrank"``, ``"mvn"`` or ``"delta"`` (MAP).
+    The model is any static Pyro program or a :class:`~probgen.models.bnn.BNN`; its data are passed
+    as its signature takes them (``fit_svi(model, x, y)``), keyword data through ``model_kwargs``.
+
+    :param model: a BNN or a callable Pyro program; it is copied, so the caller's model keeps no fitted state.
+    :param args: the model's positional data (a BNN's ``x`` and ``y``).
+    :param dict model_kwargs: the model's keyword data.
+    :param guide: ``"normal"`` (mean-field, default), ``"lowrank"``, ``"mvn"``, ``"delta"`` (MAP), an
+        ``AutoGuide`` instance, or a callable Pyro guide (its ``pyro.param`` statements are fitted).
     :param int num_steps: optimisation steps (more are added to ``init_state.step`` when resuming).
     :param float lr: Adam's (initial) learning rate.
     :param float final_lr: decay the learning rate exponentially to this value over ``num_steps``;
         small values let the guide settle instead of jittering about the optimum.
-    :param int batch_size: minibatch size; the likelihood rescales by N / batch_size.
+    :param int batch_size: a BNN's minibatch size; the likelihood rescales by N / batch_size.
     :param int num_samples: draws from the fitted guide kept on the result (one chain).
-    :param bool fast_path: evaluate the mean-field ELBO directly in torch where it applies
+    :param str elbo: ``"auto"``, ``"meanfield"`` or ``"trace"`` (see :data:`ELBOS`).
+    :param bool fast_path: evaluate a BNN's mean-field ELBO directly in torch where it applies
         (see :class:`SVI`); the estimator is the same as ``TraceMeanField_ELBO``'s.
     :param int patience: enable early stopping: stop after this many checks (every ``eval_every``
         steps) without improvement of the monitored loss, which is the held-out negative ELBO
-        when ``validation=(x_val, y_val)`` is given and an exponential moving average of the
-        training loss otherwise.
+        when ``validation`` (a tuple of the model's positional data) is given and an exponential
+        moving average of the training loss otherwise.
     :param float min_delta: the improvement (in nats) that counts.
     :param SVIState init_state: resume from ``result.state`` of an earlier run.
     :param str checkpoint: a path; the state is saved there every ``eval_every`` steps and at the end.
     :param int seed: seeds the run (recorded on the result); ``None`` draws one.
     :returns: an :class:`~probgen.infer.results.SVIResult`.
-    :raises ValueError: for inconsistent data or options; :raises TypeError: for a non-BNN model.
+    :raises ValueError: for inconsistent data or options.
+    :raises TypeError: for data the model does not take, an unknown option, or a guide that is
+        neither a name, an autoguide nor callable.
 
     Example:
 
@@ -307,22 +467,15 @@ def fit_svi(
     >>> result.get_samples(group_by_chain=True)["weight"].shape
     torch.Size([1, 100, 1, 1])
     """
-    if not isinstance(model, BNN):
-        raise TypeError(f"model must be a probgen.BNN, got {type(model).__name__}.")
-    x_t, y_opt = model.check_data(x, y)
-    if y_opt is None:
-        raise ValueError("y is required to fit a model.")
-    y_t = y_opt
+    reject_unknown_options("fit_svi", unknown, _OPTIONS)
     num_steps = check_positive_int("num_steps", num_steps)
     num_samples = check_positive_int("num_samples", num_samples)
     eval_every = check_positive_int("eval_every", eval_every)
     min_delta = check_positive_float("min_delta", min_delta, allow_zero=True)
     stopper = None if patience is None else _EarlyStopping(check_positive_int("patience", patience), min_delta)
-    val = None if validation is None else model.check_data(*validation)
     seed = check_seed(seed)
 
     start = time.perf_counter()
-    model = copy.deepcopy(model)
     svi = SVI(
         model,
         guide=guide,
@@ -336,12 +489,14 @@ def fit_svi(
         rank=rank,
         fast_path=fast_path,
     )
-    svi.init(x_t, y_t, seed=seed, init_state=init_state)
+    data = svi.spec.bind(args, model_kwargs, fit=True)
+    val = None if validation is None else svi.spec.bind(tuple(validation), None, fit=True)
+    svi.init(data, seed=seed, init_state=init_state)
     smoothed = math.nan
     stopped_early = False
     with make_progress_bar(num_steps, desc="SVI", enabled=progress_enabled(progress_bar)) as bar:
         for i in range(num_steps):
-            loss = svi.update(x_t, y_t)
+            loss = svi.update()
             smoothed = loss if math.isnan(smoothed) else 0.98 * smoothed + 0.02 * loss
             bar.update()
             if (i + 1) % eval_every == 0 or i + 1 == num_steps:
@@ -349,22 +504,20 @@ def fit_svi(
                 if checkpoint is not None:
                     svi.state.save(checkpoint)
                 if stopper is not None:
-                    monitored = smoothed if val is None else svi.evaluate(val[0], val[1])  # type: ignore[arg-type]
+                    monitored = smoothed if val is None else svi.evaluate(val)
                     if stopper.should_stop(monitored):
                         stopped_early = True
                         break
     if not math.isfinite(smoothed):
-        raise FloatingPointError("the ELBO became NaN or infinite; lower lr or standardise x and y.")
+        raise FloatingPointError("the ELBO became NaN or infinite; lower lr or standardise the data.")
     state = svi.state
     if checkpoint is not None:
         state.save(checkpoint)
-    with torch.no_grad():
-        samples = _guide_draws(svi, num_samples)
+    samples = svi.draws(num_samples)
     return SVIResult(
-        model=model,
+        spec=svi.spec,
         samples=samples,
-        x=x_t,
-        y=y_t,
+        data=data,
         seed=seed,
         wall_time=time.perf_counter() - start,
         guide=svi.guide,
@@ -373,15 +526,3 @@ def fit_svi(
         stopped_early=stopped_early,
         guide_name=svi.guide_name,
     )
-
-
-def _guide_draws(svi: SVI, num_samples: int) -> dict[str, Tensor]:
-    """``num_samples`` joint draws of every latent site from the guide, as one chain.
-
-    Vectorised by an outer plate: every latent site has an empty batch shape (priors are
-    whole-parameter events), so the plate's dim -1 is free.
-    """
-    with pyro.plate("_draws", num_samples, dim=-1), _local_params():
-        draws = svi.guide()
-    priors = svi.model.priors
-    return {name: draws[name].reshape((1, num_samples) + tuple(priors[name].event_shape)) for name in priors}

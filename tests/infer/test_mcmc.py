@@ -9,7 +9,8 @@ from torch import nn
 
 from probgen import BNN, GaussianPrior, fit_nuts
 from probgen.datasets import load_gap
-from probgen.infer.mcmc import BACKENDS, STAT_NAMES
+from probgen.infer.mcmc import BACKENDS
+from probgen.infer.nuts import STAT_NAMES
 from tests._blr import make_blr, stack_theta
 from tests._stats import Z_SCORE, mcse_mean
 

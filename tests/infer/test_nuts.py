@@ -13,8 +13,8 @@ from torch import nn
 
 from probgen import BNN, Gaussian, GaussianPrior, fit_nuts
 from probgen.infer import _nuts_util as util
-from probgen.infer.mcmc import STAT_NAMES, NUTSConfig
-from probgen.infer.nuts import _warn_about, sample_nuts
+from probgen.infer.mcmc import warn_about_draws
+from probgen.infer.nuts import STAT_NAMES, NUTSConfig, sample_nuts
 from tests._stats import Z_SCORE, mcse_mean
 
 SCALES = torch.tensor([0.1, 0.5, 1.0, 2.0])
@@ -131,10 +131,10 @@ def test_saturated_trees_warn_at_the_callers_line():
 def test_divergences_warn_with_the_remedy():
     stats = {"diverging": torch.tensor([[True, False]]), "tree_depth": torch.tensor([[3, 3]])}
     with pytest.warns(RuntimeWarning, match="1 of 2 draws diverged.*target_accept_prob"):
-        _warn_about(stats, _config(), stacklevel=1)
+        warn_about_draws(stats, _config().max_tree_depth, stacklevel=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_about({"diverging": torch.zeros(1, 2, dtype=torch.bool), "tree_depth": torch.ones(1, 2)}, _config(), stacklevel=1)
+        warn_about_draws({"diverging": torch.zeros(1, 2, dtype=torch.bool), "tree_depth": torch.ones(1, 2)}, _config().max_tree_depth, stacklevel=1)
 
 
 @pytest.mark.slow

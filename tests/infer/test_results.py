@@ -17,7 +17,8 @@ from pyro import poutine
 from torch import nn
 
 import probgen
-from probgen.infer.results import MCMCResult, SVIResult, as_inference_data, load_result, to_arviz
+from probgen.infer.arviz import as_inference_data, load_result, to_arviz
+from probgen.infer.results import MCMCResult, SVIResult
 from probgen.infer.svi import fit_svi
 from probgen.metrics import mixture_log_likelihood
 from probgen.models.bnn import BNN
@@ -222,7 +223,7 @@ def test_load_result_names_what_does_not_match():
         load_result(svi_idata, _fresh_model("nuts"))
     with pytest.raises(ValueError, match="deterministic parameter.*'net.2.bias'"):
         load_result(nuts_idata, _fresh_model("svi"))
-    with pytest.raises(TypeError, match="probgen.BNN"):
+    with pytest.raises(TypeError, match="posterior of a 'bnn' model; pass the probgen.BNN"):
         load_result(nuts_idata, nn.Linear(1, 1))
     with pytest.raises(ValueError, match="no 'constant_data' group"):
         posterior_only = az.from_dict(posterior={name: v.numpy() for name, v in fits.nuts_fit().samples.items()})

@@ -1,0 +1,118 @@
+"""Capturing a tensor function once, to replay it without the Python that produced it.
+
+A user's Pyro program evaluates its log joint through Pyro's messenger stack, distribution
+objects and autograd: hundreds of microseconds of Python for a few dozen tensor operations.
+NUTS needs that gradient thousands of times at the same shapes, so :func:`capture` records the
+operations of one evaluation with ``torch.fx``'s ``make_fx`` (the program runs normally once; the
+result is a graph of ATen operations, the backward pass included) and :func:`compile_graph`
+optionally hands that graph to TorchInductor, which fuses it into a few C++ loops.
+
+Measured on eight schools (10 unconstrained dimensions, 4 chains batched, one thread): eager
+replay through Pyro 2.2-2.9 ms per gradient, the captured graph about 1.2 ms, the same graph
+compiled by Inductor 20-25 µs after 3-5 s of compilation (``torch.compile`` on the same graph:
+135 µs per call, its guards and wrappers; calling Inductor's compiler on the captured graph skips
+them). Inductor's C++ wrapper (``cpp_wrapper``) cuts the cost of calling a compiled graph with
+many small inputs and outputs further, and its disk cache makes a graph compiled once, in any
+process, load in about a second.
+
+A capture records one path through the program: a program that branches in Python on a value
+(``if tau > 1``) or reads one out (``float(tau)``) would replay the branch it took. So every
+capture is checked against the eager function at a second point, and a mismatch keeps the eager
+function.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+__all__ = ["capture", "compile_graph", "agrees"]
+
+Fn = Callable[..., Any]
+
+
+def _flatten(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    return [t for item in out for t in _flatten(item)]
+
+
+def agrees(a: Any, b: Any, *, rtol: float = 1e-6, atol: float = 1e-8) -> bool:
+    """Whether two outputs (tensors or nested tuples of tensors) agree, NaN matching NaN."""
+    left, right = _flatten(a), _flatten(b)
+    return len(left) == len(right) and all(
+        x.shape == y.shape and bool(torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True)) for x, y in zip(left, right)
+    )
+
+
+def capture(fn: Fn, example: Sequence[Tensor], check: Sequence[Tensor] | None = None) -> torch.fx.GraphModule | None:
+    """The operations of ``fn(*example)`` as an ``fx.GraphModule``, or ``None`` if they cannot be captured.
+
+    :param fn: a function of tensors returning a tensor or a tuple of tensors.
+    :param example: the inputs to trace with (their shapes and dtypes are fixed in the graph).
+    :param check: other inputs of the same shapes; the graph must agree with ``fn`` on them.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    # make_fx tells inputs apart by identity: two arguments that are one tensor would become one
+    # placeholder of the graph, which then reads the wrong input whenever they differ.
+    example = [t.clone() for t in example]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracing notices (e.g. about constants) are not the user's
+            graph = make_fx(lambda *inputs: fn(*inputs))(*example)  # a plain function: make_fx rejects bound methods
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+        if check is not None and not agrees(graph(*check), fn(*check)):
+            return None
+    except Exception:  # make_fx raises many types on untraceable code; the eager function still works
+        return None
+    return graph
+
+
+def compile_graph(graph: torch.fx.GraphModule, example: Sequence[Tensor]) -> Fn | None:
+    """``graph`` compiled by TorchInductor (no ``torch.compile`` guards), or ``None`` if that fails.
+
+    The compiled function takes the same positional tensors and returns a list of tensors.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # importing Inductor announces torch.jit deprecations
+            from torch._inductor.compile_fx import compile_fx
+    except ImportError:  # a torch build without Inductor
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Inductor's own deprecation notices are not the user's
+            from torch._inductor import config
+
+            # a C++ wrapper allocates and launches the kernels without Python: on small tensors the
+            # Python wrapper's per-buffer checks and allocations cost more than the kernels
+            from torch._guards import TracingContext, tracing
+            from torch._subclasses.fake_tensor import FakeTensorMode
+            from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+            for node in graph.graph.nodes:  # make_fx's metadata comes from its own fake mode; Inductor makes its own
+                node.meta.pop("val", None)
+                node.meta.pop("tensor_meta", None)
+            # Inductor's disk cache of compiled graphs needs a tracing context with a shape environment,
+            # which torch.compile would have opened; with it, a graph compiled once loads in about a second
+            context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+            with tracing(context), config.patch(cpp_wrapper=True):
+                compiled = cast(Fn, compile_fx(graph, list(example)))
+            out = compiled(*example)
+        if not agrees(out, graph(*example), rtol=1e-5, atol=1e-6):
+            return None
+    except Exception as error:  # a missing C++ compiler, an unsupported op: the graph still works
+        warnings.warn(
+            f"compiling the log density failed ({type(error).__name__}: {error}); NUTS continues with the "
+            "uncompiled graph, which is slower.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return compiled

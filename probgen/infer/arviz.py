@@ -1,0 +1,349 @@
+"""Every probgen result as ArviZ ``InferenceData``, and back: the only place that builds one.
+
+:func:`to_arviz` builds one dict per group with one small function each, then calls ArviZ 0.23's
+``az.from_dict``; a group with no source is simply absent. What goes into each group comes from the
+model's side of the inference seam (:class:`~probgen.infer._model.InferenceModel`), so a BNN and a
+user's own Pyro program give the same groups:
+
+==============================  ================================================================
+``posterior``                   every latent site and every deterministic site, ``(chain, draw, *dims)``
+``sample_stats``                NUTS only: ``diverging``, ``lp``, ``energy``, ``step_size``,
+                                ``tree_depth``, ``n_steps``, ``acceptance_rate``
+``log_likelihood``              every observed site, pointwise, ``(chain, draw, *batch)``
+``posterior_predictive``        one draw of every observed site per posterior draw
+``observed_data``               the observed values
+``constant_data``               the other inputs (a BNN's ``"x"`` and its deterministic parameters;
+                                a Pyro program's array arguments under their parameter names)
+``predictions``                 the observed sites predicted at new data (``x_new``)
+``predictions_constant_data``   the new inputs
+==============================  ================================================================
+
+:func:`load_result` reads such an InferenceData (or its NetCDF file) back into a result that
+predicts exactly as the original, without refitting.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from probgen._compat import import_arviz
+from probgen._types import SAMPLE_DIMS
+from probgen.infer._dispatch import as_inference_model
+from probgen.infer._model import ModelData
+from probgen.infer.results import MCMCResult, PosteriorResult, SVIResult
+
+__all__ = ["to_arviz", "load_result", "as_inference_data"]
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _numpy_dict(values: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    return {name: _numpy(value) for name, value in values.items()}
+
+
+def _probgen_version() -> str:
+    try:
+        return importlib.metadata.version("probgen")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def _method(result: PosteriorResult) -> str:
+    """The ``inference_method`` attribute: ``"nuts"``, ``"svi"`` or ``"unknown"``."""
+    if isinstance(result, MCMCResult):
+        return "nuts"
+    if isinstance(result, SVIResult):
+        return "svi"
+    return "unknown"
+
+
+def _attrs(result: PosteriorResult) -> dict[str, Any]:
+    """Provenance, stored with the file. NetCDF attributes hold no ``None`` or bool."""
+    attrs: dict[str, Any] = {
+        "inference_library": "probgen",
+        "inference_library_version": _probgen_version(),
+        "inference_method": _method(result),
+        "model_kind": result.spec.kind,
+        "seed": int(result.seed),
+        "num_chains": result.num_chains,
+        "num_draws": result.num_draws,
+        "wall_time": float(result.wall_time),
+    }
+    if result.data is not None:
+        attrs.update(result.spec.attrs(result.samples, result.data))
+    if isinstance(result, MCMCResult):
+        attrs["backend"] = result.backend
+        attrs["num_warmup"] = int(result.num_warmup)
+        attrs["num_workers"] = int(result.num_workers)
+    if isinstance(result, SVIResult):
+        attrs["num_steps"] = int(result.losses.numel())
+        attrs["stopped_early"] = int(result.stopped_early)
+        if result.guide_name is not None:
+            attrs["guide"] = result.guide_name
+        if result.losses.numel():
+            attrs["final_loss"] = float(result.losses[-1])
+    return attrs
+
+
+def _posterior_group(result: PosteriorResult) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.samples)
+
+
+def _sample_stats_group(result: PosteriorResult) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.get_sample_stats())
+
+
+def _log_likelihood_group(result: PosteriorResult, data: ModelData) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.spec.log_likelihood(result.samples, data))
+
+
+def _posterior_predictive_group(result: PosteriorResult, data: ModelData, seed: int) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.spec.posterior_predictive(result.samples, data, seed=seed))
+
+
+def _observed_data_group(result: PosteriorResult, data: ModelData) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.spec.observed(data))
+
+
+def _constant_data_group(result: PosteriorResult, data: ModelData) -> dict[str, np.ndarray]:
+    return _numpy_dict(result.spec.constant(data))
+
+
+def _prediction_groups(
+    result: PosteriorResult, x_new: Any, new_kwargs: Mapping[str, Any] | None, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]]:
+    """``predictions`` (the sites observed in the fit, predicted at the new data),
+    ``predictions_constant_data`` and their dims."""
+    spec = result.spec
+    args = x_new if isinstance(x_new, tuple) else (x_new,)
+    new = spec.bind(args, new_kwargs, fit=False)
+    predicted = spec.posterior_predictive(result.samples, new, seed=seed) if spec.kind == "bnn" else None
+    if predicted is None:
+        everything = spec.predict(result.samples, new, seed=seed)
+        fitted = spec.observed(result.data) if result.data is not None else {}
+        predicted = {name: value for name, value in everything.items() if name in fitted}
+    constant = spec.constant(new)
+    dims = spec.dims({**predicted}, new)
+    return _numpy_dict(predicted), _numpy_dict(constant), dims
+
+
+def to_arviz(
+    result: PosteriorResult,
+    *,
+    x_new: Any = None,
+    new_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    predictive: bool = True,
+) -> Any:
+    """Convert a NUTS or SVI result, for a BNN or any Pyro program, to ``arviz.InferenceData``.
+
+    Groups are those of the module docstring; a group with no source is absent. NUTS gives one chain
+    per sampler chain; SVI gives its draws from the fitted guide as one chain (``fit_svi(num_samples=...)``
+    of them, independent), so R-hat is undefined for them and their ESS measures only the Monte
+    Carlo error of the draws, not the fit.
+
+    Dims: a BNN's Linear or convolution layer at module path ``"0"`` gives ``"0.weight"`` the dims
+    ``("0.out", "0.in")`` and ``"0.bias"`` the dim ``("0.out",)``; its data use ``obs_id``,
+    ``feature`` and ``target``. A Pyro program's batch dims are named after their plates (``"J"``);
+    every other dim is ``"<variable>_dim_<i>"``. Every coordinate is an integer index from 0.
+
+    Attributes record the provenance: ``inference_library`` (``"probgen"``),
+    ``inference_library_version``, ``inference_method`` (``"nuts"`` or ``"svi"``), ``model_kind``
+    (``"bnn"`` or ``"pyro"``), ``seed``, ``num_chains``, ``num_draws``, ``wall_time``, the sites
+    (``latent_sites``, and ``deterministic_sites``, ``model_name`` and ``model_arguments`` for a
+    Pyro program, ``likelihood`` for a BNN); for NUTS ``backend``, ``num_warmup`` and
+    ``num_workers``; for SVI ``guide``, ``num_steps``, ``stopped_early`` and ``final_loss``.
+
+    :param PosteriorResult result: a fitted result.
+    :param x_new: new data for the ``predictions`` groups: a BNN's inputs, or a tuple of a Pyro
+        program's positional arguments.
+    :param dict new_kwargs: a Pyro program's keyword arguments for the predictions.
+    :param int seed: seeds the predictive draws; defaults to the fit's seed.
+    :param bool predictive: compute ``log_likelihood``, ``posterior_predictive`` and the
+        ``predictions`` groups (one model pass per draw); ``False`` gives only the posterior,
+        the sampler statistics and the data, which is all that diagnostics need.
+    :returns: an ``arviz.InferenceData``.
+    :raises TypeError: if ``result`` is not a probgen result.
+
+    Example:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from probgen.infer.svi import fit_svi
+    >>> from probgen.models.bnn import BNN
+    >>> x = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    >>> result = fit_svi(BNN(nn.Linear(1, 1)), x, 2 * x[:, 0], num_steps=20, num_samples=50,
+    ...                  seed=0, progress_bar=False)
+    >>> idata = to_arviz(result)
+    >>> idata.posterior["weight"].dims
+    ('chain', 'draw', 'out', 'in')
+    >>> idata.log_likelihood["obs"].shape
+    (1, 50, 20)
+    """
+    if not isinstance(result, PosteriorResult):
+        raise TypeError(f"result must be a probgen result (from fit_nuts or fit_svi), got {type(result).__name__}.")
+    az = import_arviz()
+    seed = result.seed if seed is None else seed
+    data = result.data
+    groups: dict[str, Any] = {"posterior": _posterior_group(result)}
+    stats = _sample_stats_group(result)
+    if stats:
+        groups["sample_stats"] = stats
+    if data is not None:
+        groups["observed_data"] = _observed_data_group(result, data)
+        groups["constant_data"] = _constant_data_group(result, data)
+        if predictive:
+            groups["log_likelihood"] = _log_likelihood_group(result, data)
+            groups["posterior_predictive"] = _posterior_predictive_group(result, data, seed)
+    pred_dims = None
+    if predictive and x_new is not None:
+        groups["predictions"], groups["predictions_constant_data"], pred_dims = _prediction_groups(
+            result, x_new, new_kwargs, seed
+        )
+    dims = result.spec.dims(result.samples, data)
+    return az.from_dict(**groups, dims=dims, pred_dims=pred_dims, attrs=_attrs(result))
+
+
+def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
+    """An ``arviz.InferenceData`` from a result, an InferenceData, or the path of a NetCDF file.
+
+    Diagnostics and plots accept any of the three through this function.
+
+    :param source: a :class:`PosteriorResult`, an ``arviz.InferenceData`` (returned as is), or
+        a ``str`` / ``os.PathLike`` naming a file written by ``InferenceData.to_netcdf``.
+    :param bool predictive: passed to :func:`to_arviz` for results.
+    :raises TypeError: for anything else.
+    :raises FileNotFoundError: for a path that does not exist.
+    """
+    az = import_arviz()
+    if isinstance(source, PosteriorResult):
+        return to_arviz(source, predictive=predictive)
+    if isinstance(source, az.InferenceData):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; pass the path of a posterior.nc file.")
+        return az.from_netcdf(os.fspath(source))
+    raise TypeError(
+        "expected a probgen result, an arviz.InferenceData or the path of a NetCDF file, "
+        f"got {type(source).__name__}."
+    )
+
+
+def _group(idata: Any, name: str) -> Any:
+    if name not in idata.groups():
+        raise ValueError(
+            f"the InferenceData has no {name!r} group (it has {', '.join(idata.groups())}); "
+            "load a file written by probgen's to_arviz()."
+        )
+    return getattr(idata, name)
+
+
+def _values(idata: Any, name: str) -> dict[str, np.ndarray]:
+    """Every variable of group ``name`` as an array (draw groups with ``chain``, ``draw`` leading)."""
+    if name not in idata.groups():
+        return {}
+    group = getattr(idata, name)
+    out = {}
+    for key, array in group.data_vars.items():
+        if all(d in array.dims for d in SAMPLE_DIMS):
+            array = array.transpose(*SAMPLE_DIMS, ...)
+        out[str(key)] = np.asarray(array.values)
+    return out
+
+
+def load_result(source: Any, model: Any) -> PosteriorResult:
+    """Rebuild a result from an InferenceData (or a NetCDF file) and the model that was fitted.
+
+    The posterior group gives ``samples`` ``(chain, draw, ...)``; ``observed_data``,
+    ``constant_data`` and the attributes give the data (for a BNN also its deterministic
+    parameters), so the result predicts exactly as the original did, without refitting:
+    ``load_result(path, model).predict(x_new)`` equals ``result.predict(x_new)``.
+
+    :param source: an ``arviz.InferenceData`` from :func:`to_arviz`, or the path of a file
+        written by its ``to_netcdf``.
+    :param model: the model that was fitted: a BNN built with the same architecture, prior and
+        likelihood (its parameter values do not matter; it is copied, never changed), or the Pyro
+        program itself.
+    :returns: an :class:`~probgen.infer.results.MCMCResult` (with its sampler statistics) for NUTS
+        files, an :class:`~probgen.infer.results.SVIResult` without guide or optimiser state for
+        SVI files, otherwise a :class:`~probgen.infer.results.PosteriorResult`.
+    :raises ValueError: if the file lacks the posterior, or the model's latent sites or their shapes
+        differ from the file's (a site missing, or one the model does not sample).
+    :raises TypeError: if ``model`` is neither a BNN nor callable.
+
+    Example:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from probgen.infer.svi import fit_svi
+    >>> from probgen.models.bnn import BNN
+    >>> x = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    >>> model = BNN(nn.Linear(1, 1))
+    >>> result = fit_svi(model, x, 2 * x[:, 0], num_steps=20, num_samples=50, seed=0, progress_bar=False)
+    >>> again = load_result(result.to_arviz(), model)
+    >>> bool((again.predict(x).y == result.predict(x).y).all())
+    True
+    """
+    spec = as_inference_model(model)
+    idata = as_inference_data(source)
+    _group(idata, "posterior")
+    attrs = dict(idata.attrs)
+    kind = str(attrs.get("model_kind", "bnn"))  # files from before generic models hold BNN posteriors
+    if kind != spec.kind:
+        wanted = "the probgen.BNN that was fitted" if kind == "bnn" else "the Pyro program that was fitted"
+        raise TypeError(f"this file holds the posterior of a {kind!r} model; pass {wanted}, got {type(model).__name__}.")
+    if kind == "bnn":  # a BNN's file always holds its data and its deterministic parameters
+        _group(idata, "constant_data")
+        _group(idata, "observed_data")
+    posterior = _values(idata, "posterior")
+    data = spec.restore(_values(idata, "observed_data"), _values(idata, "constant_data"), attrs)
+    samples = spec.check_sites(posterior, attrs, data)
+    for name, values in posterior.items():  # deterministic sites, as recorded
+        if name not in samples:
+            samples[name] = _as_tensor_like(values, next(iter(samples.values()), None))
+    common: dict[str, Any] = {
+        "spec": spec,
+        "samples": samples,
+        "data": data,
+        "seed": int(attrs.get("seed", 0)),
+        "wall_time": float(attrs.get("wall_time", math.nan)),
+    }
+    method = attrs.get("inference_method")
+    if method == "nuts":
+        stats = {}
+        if "sample_stats" in idata.groups():
+            stats = {k: _as_tensor_like(v, None) for k, v in _values(idata, "sample_stats").items()}
+        return MCMCResult(
+            **common,
+            sample_stats=stats,
+            num_warmup=int(attrs.get("num_warmup", 0)),
+            backend=str(attrs.get("backend", "pyro")),
+            num_workers=int(attrs.get("num_workers", 1)),
+        )
+    if method == "svi":
+        guide_name = attrs.get("guide")
+        return SVIResult(
+            **common,
+            stopped_early=bool(attrs.get("stopped_early", 0)),
+            guide_name=None if guide_name is None else str(guide_name),
+        )
+    return PosteriorResult(**common)
+
+
+def _as_tensor_like(values: np.ndarray, like: Tensor | None) -> Tensor:
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(values).copy())
+    if like is not None and tensor.is_floating_point():
+        tensor = tensor.to(like.dtype)
+    return tensor
