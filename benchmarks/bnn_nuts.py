@@ -4,7 +4,7 @@ One 8-50-1 tanh BNN (Gaussian priors scaled by fan-in, learned noise scale with 
 prior), N = 1000 synthetic UCI-like points, 4 chains, the same warm-up, draws, maximum tree
 depth, initialisation (a prior draw) and seeds for every engine, all in float32 (NumPyro's default):
 
-* probgen: :func:`probgen.infer.nuts.sample_bnn`, exactly what ``fit_nuts(backend="flat")`` runs,
+* probgen: :func:`probgen.infer.nuts.run_chains` on the BNN's flat density, exactly what ``fit_nuts(backend="flat")`` runs,
   with ``fit_nuts``'s default ``num_workers`` (one process per core, at most one per chain;
   ``--workers`` sets it);
 * Pyro: stock ``pyro.infer.mcmc.NUTS`` on the same model (its traced potential energy), chains one
@@ -56,8 +56,8 @@ from torch import nn
 
 from probgen._compat import import_arviz
 from probgen.infer._workers import available_cores
-from probgen.infer.mcmc import NUTSConfig
-from probgen.infer.nuts import sample_bnn
+from probgen.infer._dispatch import as_inference_model
+from probgen.infer.nuts import NUTSConfig, run_chains
 from probgen.models.bnn import BNN
 
 az = import_arviz()
@@ -114,10 +114,15 @@ def quantities_from_samples(model: BNN, samples: dict[str, torch.Tensor], lp: to
 
 
 def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
+    """What ``fit_nuts(model, x, y)`` runs with the "flat" backend, without its result object."""
     start = time.perf_counter()
-    chains, out = sample_bnn(model, x, y, config, seed)
+    spec = as_inference_model(model)
+    data = spec.bind((x, y), None, fit=True)
+    density = spec.flat_density(data)
+    out = run_chains(density, config, seed)
+    samples = spec.unpack(density, out.draws)
     wall = time.perf_counter() - start
-    q = quantities_from_samples(model, chains.samples, chains.sample_stats["lp"], x_test)
+    q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)
     return Run(wall, int(out.num_leapfrog.sum()), q)
 
 
