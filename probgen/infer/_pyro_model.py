@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
@@ -314,7 +313,7 @@ class PyroModel(InferenceModel):
         data: ModelData,
         read: Callable[[Any], dict[str, Tensor]],
         *,
-        uncondition: bool = False,
+        unobserve: set[str] | None = None,
         seed: int | None = None,
     ) -> dict[str, Tensor]:
         """``read(trace)`` of the program run once per draw with the draw's latent values, vectorised.
@@ -327,8 +326,9 @@ class PyroModel(InferenceModel):
 
         def one(values: dict[str, Tensor]) -> dict[str, Tensor]:
             handlers = [*self._handlers(), _trace.SetLatent(values)]
-            program = poutine.uncondition(self.model) if uncondition else self.model
-            return read(_trace.run_traced(program, data.args, data.kwargs, *handlers))
+            if unobserve:
+                handlers.append(_trace.Unobserve(unobserve))
+            return read(_trace.run_traced(self.model, data.args, data.kwargs, *handlers))
 
         with torch.random.fork_rng(), torch.no_grad(), _trace.quiet_validation():
             if seed is not None:
@@ -373,7 +373,7 @@ class PyroModel(InferenceModel):
         def read(trace: Any) -> dict[str, Tensor]:
             return {name: site["value"] for name, site in trace.nodes.items() if name in names}
 
-        return self._run_per_draw(samples, data, read, uncondition=True, seed=seed)
+        return self._run_per_draw(samples, data, read, unobserve=names, seed=seed)
 
     # -- ArviZ ----------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ __all__ = [
     "SetLatent",
     "Unconstrain",
     "FullPlates",
+    "Unobserve",
     "LocalParams",
     "Plate",
     "is_subsample",
@@ -130,6 +131,24 @@ class Unconstrain(Messenger):
         self.seen.append(name)
 
 
+class Unobserve(Messenger):
+    """Sample the observed sites ``names`` instead of observing them (posterior predictive replicates).
+
+    Unlike ``poutine.uncondition`` it leaves deterministic and factor sites alone: redrawing a
+    deterministic site from its ``Delta`` inside a plate would broadcast it into the plate's dims.
+    """
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["is_observed"] and msg["name"] in self.names:
+            msg["is_observed"] = False
+            msg["value"] = None
+            msg["done"] = False
+
+
 class FullPlates(Messenger):
     """Give every subsampled plate all of its indices (``arange(size)``), so its scale is one."""
 
@@ -175,6 +194,8 @@ class LocalParams(Messenger):
             self.store[name] = leaf
             self.constraints[name] = constraint
         leaf = self.store[name]
+        if self.trainable and not leaf.requires_grad:  # first seen by a run that held it fixed
+            leaf.requires_grad_(True)
         value = biject_to(self.constraints[name])(leaf)
         msg["value"] = value
         msg["done"] = True

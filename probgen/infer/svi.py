@@ -112,12 +112,39 @@ def _build_guide(
         init_loc = init_to_sample if spec.kind == "bnn" else init_to_feasible
         with _local_params():
             return lookup("guide", guide, GUIDES)(program, init_scale, rank, init_loc), guide
-    if isinstance(guide, AutoGuide) or isinstance(guide, nn.Module) or callable(guide):
-        return (copy.deepcopy(guide) if isinstance(guide, nn.Module) else guide), CUSTOM_GUIDE
+    if isinstance(guide, AutoGuide):
+        # AutoGuide.__getstate__ drops its model reference (the copy's and, in passing, the original's):
+        # keep the user's guide intact, and point the copy at this fit's program
+        saved = guide._model, guide.master
+        try:
+            clone = copy.deepcopy(guide)
+        finally:
+            guide._model, guide.master = saved
+        clone._model = (program,)
+        return _module_local(clone), CUSTOM_GUIDE
+    if isinstance(guide, nn.Module):
+        return _module_local(copy.deepcopy(guide)), CUSTOM_GUIDE
+    if callable(guide):
+        return guide, CUSTOM_GUIDE
     raise TypeError(
         f"guide must be one of {', '.join(map(repr, GUIDE_NAMES))}, a Pyro AutoGuide or a callable guide, "
         f"got {type(guide).__name__}."
     )
+
+
+def _module_local(guide: nn.Module) -> nn.Module:
+    """A guide module built outside ``module_local_params`` mode, made to keep its parameters locally.
+
+    A ``PyroModule`` decides at construction whether its parameters live in itself or in Pyro's global
+    store (its call context gets a local parameter state only in the first case). An ``AutoGuide`` the
+    user built is set up lazily, on its first call, which is here; giving its modules the empty local
+    state they would have had makes it the same as one built in that mode.
+    """
+    for module in guide.modules():
+        context = getattr(module, "_pyro_context", None)
+        if context is not None and not hasattr(context, "param_state"):
+            context.param_state = {"params": {}, "constraints": {}}
+    return guide
 
 
 class SVI:
