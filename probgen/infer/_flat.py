@@ -140,16 +140,6 @@ class FlatLogDensity(ABC):
     def init_positions(self, num: int, generator: torch.Generator) -> Tensor:
         """``num`` starting points in the unconstrained space, ``(num, dim)``, from ``generator``."""
 
-    def prepare(self, chains: int) -> None:
-        """Get ready to evaluate ``chains`` rows at once (a hook; a no-op here).
-
-        Samplers call it before they fork worker processes, so that the workers inherit the work.
-        """
-
-    def capturable(self, chains: int) -> bool:
-        """Whether :meth:`value_and_grad` on ``chains`` rows is plain tensor code that ``torch.fx``
-        can capture into a graph (and a sampler may therefore compile it)."""
-        return True
 
     def unpack(self, u: Tensor) -> dict[str, Tensor]:
         """Constrained site values from ``u`` of shape ``(*batch, dim)``: ``{name: (*batch, *shape)}``."""

@@ -7,10 +7,9 @@ program runs, so the log joint in the unconstrained space is::
     log p(u) = sum_sample_sites scale * mask * log p(value) + sum_latent_sites log |det dT/du|
 
 Chains are batched with ``torch.func.vmap`` over the rows of ``u``, or, for programs whose
-operations cannot be batched, by a loop over rows. Either way one evaluation at the batch's shape
-is captured once (:func:`~probgen.infer._capture.capture`) and replayed afterwards, and a sampler
-may capture it again inside its whole iteration and compile that. Until then, and whenever
-capture is impossible, the eager function runs.
+operations cannot be batched, by a loop over rows. The evaluation is plain tensor code, so a
+sampler on a long run captures it into a graph (:func:`~probgen.infer._capture.capture`), checks
+the graph at a second point and compiles it.
 
 Example:
 
@@ -37,7 +36,6 @@ from torch import Tensor
 from torch.distributions import biject_to
 
 from probgen.infer import _trace
-from probgen.infer._capture import capture
 from probgen.infer._flat import FlatLogDensity, SiteSlice
 
 __all__ = ["TraceLogDensity", "INIT_RADIUS", "INIT_ATTEMPTS"]
@@ -108,8 +106,6 @@ class TraceLogDensity(FlatLogDensity):
         self.layout = layout
         super().__init__(tuple(sites), dtype)
         self._use_vmap = True
-        self._fast: dict[tuple[int, ...], Callable[[Tensor], Any]] = {}
-        self._captured: dict[tuple[int, ...], bool] = {}
 
     def _prototype(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         with _trace.quiet_validation():
@@ -158,33 +154,8 @@ class TraceLogDensity(FlatLogDensity):
             grad = torch.zeros_like(u)
         return value.detach(), grad.detach()
 
-    # -- the captured function ------------------------------------------------------------------
-
-    def prepare(self, chains: int) -> None:
-        """Capture the evaluation of ``chains`` rows at once (see the module docstring).
-
-        Called before sampling, so that worker processes inherit the capture.
-        """
-        shape = (chains, self.dim)
-        if shape in self._fast:
-            return
-        generator = torch.Generator().manual_seed(0)
-        example = self.init_positions(chains, generator)
-        check = self.init_positions(chains, generator)
-        self.eager_value_and_grad(example)  # settles vmap or loop before the capture
-        graph = capture(self.eager_value_and_grad, (example,), (check,))
-        self._fast[shape] = self.eager_value_and_grad if graph is None else graph
-        self._captured[shape] = graph is not None
-
-    def capturable(self, chains: int) -> bool:
-        return self._captured.get((chains, self.dim), False)
-
     def value_and_grad(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        fast = self._fast.get(tuple(u.shape))
-        if fast is None:
-            return self.eager_value_and_grad(u)
-        value, grad = fast(u.detach())
-        return value, grad
+        return self.eager_value_and_grad(u)
 
     # -- starting points and draws ----------------------------------------------------------------
 

@@ -88,6 +88,10 @@ class InferenceModel(ABC):
         """Plates that subsample: ``{name: (subsample_size, size)}``."""
         return {}
 
+    def plate_nesting(self, data: ModelData) -> int:
+        """How many batch dims the model's plates use (the dim left of them is free for draws)."""
+        return 0
+
     # -- inference ------------------------------------------------------------------------------
 
     @abstractmethod

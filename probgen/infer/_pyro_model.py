@@ -278,6 +278,11 @@ class PyroModel(InferenceModel):
     def subsampled_plates(self, data: ModelData) -> dict[str, tuple[int, int]]:
         return dict(self._structure_of(data).subsampled)
 
+    def plate_nesting(self, data: ModelData) -> int:
+        structure = self._structure_of(data)
+        sites = (*structure.latent.values(), *structure.deterministic.values(), *structure.observed.values())
+        return max((-plate.dim for info in sites for plate in info.plates), default=0)
+
     def _dtype(self, data: ModelData) -> torch.dtype:
         for value in self._structure_of(data).values.values():
             if value.is_floating_point():

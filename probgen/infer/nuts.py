@@ -24,7 +24,7 @@ windows. Two things differ in how it is computed:
   Eagerly, the masked steps that select no chain are skipped. On long runs the whole iteration,
   log density included, is captured once and compiled by TorchInductor into a few C++ loops,
   which removes the Python and dispatch cost of the bookkeeping (about 0.8 ms per iteration
-  eagerly on small models; see :data:`COMPILE_SECONDS` for when it is done).
+  eagerly on small models; see :data:`COMPILE_MIN_ITERATIONS` for when it is done).
 
 All random numbers come from one ``torch.Generator`` seeded with ``seed``, drawn in blocks of
 :data:`NOISE_BLOCK` iterations, so an eager and a compiled run see the same numbers. A run can be
@@ -41,7 +41,6 @@ References:
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,7 +67,7 @@ __all__ = [
     "STAT_NAMES",
     "typed_stats",
     "MAX_DELTA_ENERGY",
-    "COMPILE_SECONDS",
+    "COMPILE_MIN_ITERATIONS",
     "NOISE_BLOCK",
 ]
 
@@ -77,14 +76,16 @@ STAT_NAMES = ("diverging", "lp", "energy", "step_size", "tree_depth", "n_steps",
 #: An energy error above this marks a divergent transition (as Stan and Pyro).
 MAX_DELTA_ENERGY = step.MAX_DELTA_ENERGY
 
-#: What compiling one iteration costs, in seconds: 3-6 s measured for small models once TorchInductor
-#: is warm (its first compilation in a fresh machine also builds headers, about 13 s once; its disk
-#: cache makes later processes faster). With ``compile=None`` a run measures its first
-#: :data:`PROBE_ITERATIONS` eager iterations and compiles when the rest of the run would take longer
-#: than this eagerly.
-COMPILE_SECONDS = 6.0
-#: Eager iterations measured before deciding whether to compile.
-PROBE_ITERATIONS = 40
+#: With ``compile=None`` a run compiles when, after :data:`PROBE_ITERATIONS` eager iterations, the
+#: rest of it is expected to take at least this many more (from the iterations per transition so
+#: far). The break-even: an eager iteration costs at least 0.8 ms of bookkeeping (plus the density;
+#: about 2 ms in all for eight schools), so 5000 of them take 4-10 s, against 15-20 s to compile the
+#: sampler's iteration and a small model's density on a fresh machine (TorchInductor also builds its
+#: headers there, about 13 s once) and 1-3 s once its disk cache holds them. The rule counts
+#: iterations, not seconds, so that whether a run compiles depends on its seed and sizes alone.
+COMPILE_MIN_ITERATIONS = 5000
+#: Eager iterations run before deciding whether to compile.
+PROBE_ITERATIONS = 200
 #: Iterations whose random numbers are drawn at once.
 NOISE_BLOCK = 256
 
@@ -219,9 +220,8 @@ class _Run:
     density is compiled per model.
 
     :param compile: ``True`` compiles before the first iteration, ``False`` never, ``None`` after
-        :data:`PROBE_ITERATIONS` eager iterations if the rest of the run would take longer than
-        :data:`COMPILE_SECONDS` eagerly.
-    :param bool capturable: whether ``log_density`` can be captured into a graph at all.
+        :data:`PROBE_ITERATIONS` eager iterations if the rest of the run is expected to take at least
+        :data:`COMPILE_MIN_ITERATIONS` more.
     """
 
     def __init__(
@@ -233,7 +233,6 @@ class _Run:
         step_size: Tensor | None,
         inverse_mass: Tensor | None,
         compile: bool | None,
-        capturable: bool,
     ) -> None:
         chains, dim = init.shape
         self.f = log_density
@@ -252,7 +251,7 @@ class _Run:
         self.rows = torch.arange(chains)
         self.completed = 0  # transitions finished, summed over chains
         self.iterations = 0
-        self.compile = compile if capturable else False
+        self.compile = compile
         self._kernel: Callable[..., list[Tensor]] | None = None
         self._density: LogDensity = log_density
         self._state_packer: _Packer | None = None
@@ -317,10 +316,12 @@ class _Run:
         compiled = None if graph is None else compile_graph(graph, example)
         if compiled is None or not agrees(compiled(*example), kernel(*example), rtol=1e-5, atol=1e-7):
             return
-        pending = [self.state.pending_z]
-        density_graph = capture(self.f, pending)
+        # the density apart: captured at one point and checked at another, so that a program that
+        # branches on its values (a capture records one path) keeps running eagerly
+        pending, other = [self.state.pending_z], [self.state.proposal.z]
+        density_graph = capture(self.f, pending, other)
         density = None if density_graph is None else compile_graph(density_graph, pending)
-        if density is not None and agrees(density(*pending), self.f(*pending), rtol=1e-5, atol=1e-7):
+        if density is not None and agrees(density(*other), self.f(*other), rtol=1e-5, atol=1e-7):
             self._density = lambda z, fn=density: tuple(fn(z))  # type: ignore[misc]
         self._kernel = compiled
         self._state_packer, self._emit_packer = state_packer, emit_packer
@@ -332,16 +333,14 @@ class _Run:
             self.state = self._state_packer.unpack(self._packed)
         return self.state
 
-    def _decide(self, seconds: float) -> None:
-        """After the probe: compile if the rest of the run would take longer than :data:`COMPILE_SECONDS` eagerly."""
-        per_iteration = seconds / PROBE_ITERATIONS
-        transitions = max(self.completed / self.chains, 0.5)
-        iterations_per_transition = self.iterations / transitions
-        remaining = (self.total - self.completed / self.chains) * iterations_per_transition
-        if remaining * per_iteration > COMPILE_SECONDS:
+    def _decide(self) -> None:
+        """After the probe: compile if the rest of the run is expected to take at least
+        :data:`COMPILE_MIN_ITERATIONS` iterations, from the iterations per transition so far."""
+        self.compile = False
+        transitions = max(self.completed / self.chains, 0.5)  # per chain
+        remaining = (self.total - self.completed / self.chains) * self.iterations / transitions
+        if remaining >= COMPILE_MIN_ITERATIONS:
             self._try_compile()
-        else:
-            self.compile = False
 
     def iterate(self) -> int:
         """One iteration of every chain; returns the number of transitions it finished."""
@@ -368,15 +367,12 @@ class _Run:
         if self.compile:
             self._try_compile()
         total = self.chains * self.total
-        probe_start = 0.0
         while self.completed < total:
-            if self.compile is None and self.iterations == 1:
-                probe_start = time.perf_counter()
             done = self.iterate()
             if report is not None and done:
                 report(done)
-            if self.compile is None and self.iterations == PROBE_ITERATIONS + 1:
-                self._decide(time.perf_counter() - probe_start)
+            if self.compile is None and self.iterations == PROBE_ITERATIONS:
+                self._decide()
         state = self._state()
         return NUTSOutput(
             draws=self.draws,
@@ -410,7 +406,8 @@ def sample_nuts(
     :param Tensor inverse_mass: initial diagonal inverse mass matrix, ``(chains, dim)`` (default: ones).
     :param compile: capture one whole iteration (leapfrog step, log density, tree bookkeeping and
         adaptation) and compile it with TorchInductor: ``True`` from the start, ``None`` when a
-        measured probe says it pays (see :data:`COMPILE_SECONDS`), ``False`` never.
+        probe says the run is long enough to repay it (see :data:`COMPILE_MIN_ITERATIONS`; the choice
+        depends on the seed and sizes alone), ``False`` never.
     :returns: a :class:`NUTSOutput` with unconstrained draws ``(chains, draws, dim)``.
 
     Example: a standard normal in 3 dimensions.
@@ -424,7 +421,7 @@ def sample_nuts(
     1.03
     """
     with _progress(config, init.shape[0]) as report:
-        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, True, report)
+        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, report)
 
 
 def _sample(
@@ -435,12 +432,11 @@ def _sample(
     step_size: Tensor | None,
     inverse_mass: Tensor | None,
     compile: bool | None,
-    capturable: bool,
     report: Callable[[int], None] | None,
 ) -> NUTSOutput:
     """:func:`sample_nuts` without its progress bar: ``report(n)`` hears of ``n`` more finished iterations."""
     with torch.no_grad():
-        run = _Run(log_density, init.detach(), config, seed, step_size, inverse_mass, compile, capturable)
+        run = _Run(log_density, init.detach(), config, seed, step_size, inverse_mass, compile)
         return run.run(report)
 
 
@@ -483,9 +479,7 @@ def run_chains(
     samples with the ``g``-th seed spawned from ``seed`` (``numpy.random.SeedSequence``), so the
     draws depend on ``seed`` and ``num_workers``.
 
-    Before the groups start, the density is prepared for their shapes (a Pyro program's log density
-    is captured once), so that the workers inherit it. Each group then compiles its iterations as
-    ``compile`` says (see :func:`sample_nuts`).
+    Each group compiles its iterations as ``compile`` says (see :func:`sample_nuts`).
 
     :returns: the unconstrained draws ``(chain, draw, dim)``, the statistics, the adapted state and counts.
     """
@@ -493,14 +487,9 @@ def run_chains(
         if init is None:
             init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
         groups = init.tensor_split(config.num_workers)
-        for size in sorted({group.shape[0] for group in groups}):
-            density.prepare(size)
         seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
         jobs = [
-            partial(
-                _sample, density.value_and_grad, group, config, group_seed, None, None, compile,
-                density.capturable(group.shape[0]),
-            )  # fmt: skip
+            partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile)
             for group, group_seed in zip(groups, seeds)
         ]
         with _progress(config, config.num_chains) as report:

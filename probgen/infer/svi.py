@@ -385,20 +385,50 @@ def _bnn_guide_draws(svi: SVI, num_samples: int) -> Samples:
 
 
 def _guide_draws(svi: SVI, data: ModelData, num_samples: int) -> Samples:
-    """Draws of a Pyro program's latent sites: the guide run once per draw (``vmap``), all plates full."""
+    """Draws of a Pyro program's latent sites from the guide, all plates full, as one chain.
+
+    Vectorised by an outer plate to the left of the model's own plates, as ``pyro.infer.Predictive``
+    does with ``parallel=True`` (autoguides and guides written with broadcasting in mind support it);
+    otherwise the guide runs once per draw (``vmap``, or a loop for guides that ``vmap`` cannot batch:
+    its in-place random draws on unbatched tensors, as every ``rsample`` makes, are one such case).
+    """
     latent = svi.spec.latent_shapes(data)
     guide = _trace.LocalParams(svi.guide_params, svi._guide_constraints, trainable=False)(svi.guide)
+    nesting = svi.spec.plate_nesting(data)
 
-    def one(_: dict[str, Tensor]) -> dict[str, Tensor]:
+    def run(*handlers: Any) -> Any:
         with _local_params():
-            trace = _trace.run_traced(guide, data.args, data.kwargs, _trace.FullPlates())
-        nodes: Any = trace.nodes
-        return {name: nodes[name]["value"] for name in latent}
+            return _trace.run_traced(guide, data.args, data.kwargs, _trace.FullPlates(), *handlers)
 
-    with _trace.quiet_validation():
-        out, _ = _trace.vectorise(one, {}, num_samples)
-    samples = {name: value.reshape((1, num_samples) + tuple(value.shape[1:])) for name, value in out.items()}
+    with torch.no_grad(), _trace.quiet_validation():
+        out = _plate_draws(run, latent, num_samples, nesting)
+        if out is None:
+            out, _ = _trace.vectorise(lambda _: {n: _node_value(run(), n) for n in latent}, {}, num_samples)
+    samples = {name: value.reshape((1, num_samples) + tuple(latent[name])) for name, value in out.items()}
     return svi.spec.complete(samples, data)
+
+
+def _node_value(trace: Any, name: str) -> Tensor:
+    nodes: Any = trace.nodes
+    return nodes[name]["value"]
+
+
+def _plate_draws(
+    run: Callable[..., Any], latent: Mapping[str, tuple[int, ...]], num: int, nesting: int
+) -> dict[str, Tensor] | None:
+    """``num`` draws of every latent site at once, under a plate at dim ``-(nesting + 1)``; ``None``
+    if the guide does not broadcast over it (a draw of the wrong size, or an error)."""
+    try:
+        trace = run(pyro.plate("_probgen_draws", num, dim=-(nesting + 1)))
+        out = {}
+        for name, shape in latent.items():
+            value = _node_value(trace, name)
+            if value.numel() != num * math.prod(shape) or value.shape[-len(shape) :] != shape and shape:
+                return None
+            out[name] = value.reshape((num,) + tuple(shape))
+        return out
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError):
+        return None
 
 
 class _EarlyStopping:
