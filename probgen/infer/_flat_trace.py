@@ -115,7 +115,7 @@ class TraceLogDensity(FlatLogDensity):
         return {s["name"]: s["value"] for s in latent}, {s["name"]: s["fn"].support for s in latent}
 
     def _handlers(self) -> list[Any]:
-        return [_trace.FullPlates(), _trace.LocalParams(self.params, self.param_constraints, trainable=False)]
+        return [_trace.LocalParams(self.params, self.param_constraints, trainable=False)]
 
     # -- the eager function ---------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ anything). Binding data traces it (twice, with different random draws) to learn 
 * deterministic sites (``pyro.deterministic``), recorded with every draw;
 * observed sites (``obs=``), the data of ``observed_data`` and ``log_likelihood``;
 * factor sites (``pyro.factor``), which count in the log joint but are no data;
-* plates that subsample (SVI's minibatches; NUTS and prediction use all indices).
+* plates that subsample (SVI's minibatches; NUTS refuses them, since it needs the whole data).
 
 A program whose latent sites change between the two traces is rejected: inference needs a
 static model. Prediction follows ``pyro.infer.Predictive``: the program runs with each draw's
@@ -252,7 +252,7 @@ class PyroModel(InferenceModel):
         return first
 
     def _handlers(self) -> list[Any]:
-        return [_trace.FullPlates(), _trace.LocalParams(self.params, self.param_constraints, trainable=False)]
+        return [_trace.LocalParams(self.params, self.param_constraints, trainable=False)]
 
     def program(self, *, trainable: bool = False) -> Callable[..., Any]:
         """The program with its ``pyro.param`` statements served from :attr:`params`."""

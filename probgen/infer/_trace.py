@@ -1,14 +1,12 @@
 """Running a Pyro program under probgen's control: messengers, site classification and vectorised replay.
 
-Inference on a user's Pyro program needs four effects, each a small Pyro messenger:
+Inference on a user's Pyro program needs these effects, each a small Pyro messenger:
 
 * :class:`SetLatent` fixes latent sample sites at given (constrained) values, as NumPyro's
   ``substitute`` does: the sites stay latent, so their log density still counts;
 * :class:`Unconstrain` fixes them from one flat unconstrained vector, mapping each slice through
   ``biject_to(site.support)`` *as the program runs*, so a support that depends on another latent
   value (``Uniform(0, tau)``) gets the right transform, and records every ``log |det J|``;
-* :class:`FullPlates` gives every subsampled plate all of its indices: NUTS, prediction and
-  scoring see the whole data set, while SVI keeps the user's minibatches;
 * :class:`LocalParams` serves global ``pyro.param`` statements from a dict that belongs to one fit,
   so that fits never share parameters through Pyro's global store.
 
@@ -38,7 +36,6 @@ from torch.distributions import biject_to, constraints
 __all__ = [
     "SetLatent",
     "Unconstrain",
-    "FullPlates",
     "Unobserve",
     "LocalParams",
     "Plate",
@@ -147,16 +144,6 @@ class Unobserve(Messenger):
             msg["is_observed"] = False
             msg["value"] = None
             msg["done"] = False
-
-
-class FullPlates(Messenger):
-    """Give every subsampled plate all of its indices (``arange(size)``), so its scale is one."""
-
-    def _pyro_sample(self, msg: Any) -> None:
-        if isinstance(msg["fn"], _Subsample) and msg["value"] is None:
-            fn = msg["fn"]
-            msg["value"] = torch.arange(fn.size, device=fn.device)
-            msg["done"] = True
 
 
 class LocalParams(Messenger):

@@ -307,6 +307,14 @@ def fit_nuts(
         raise TypeError(f"compile must be True, False or None, got {type(compile).__name__}.")
     config = config._replace(num_workers=int(num_workers))
     name = _resolve_backend(backend, spec, data)
+    subsampled = spec.subsampled_plates(data)
+    if subsampled:
+        plate, (size, total) = next(iter(subsampled.items()))
+        raise ValueError(
+            f"plate {plate!r} draws {size} of its {total} indices per run (subsample_size); NUTS needs the log "
+            "density of all the data. Make the subsample size an argument of the model, left None for fit_nuts "
+            "and given to fit_svi through model_kwargs."
+        )
     seed = check_seed(seed)
     start = time.perf_counter()
     samples, stats = BACKENDS[name](spec, data, config, seed, compile)

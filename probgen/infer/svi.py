@@ -385,7 +385,7 @@ def _bnn_guide_draws(svi: SVI, num_samples: int) -> Samples:
 
 
 def _guide_draws(svi: SVI, data: ModelData, num_samples: int) -> Samples:
-    """Draws of a Pyro program's latent sites from the guide, all plates full, as one chain.
+    """Draws of a Pyro program's latent sites from the guide, as one chain.
 
     Vectorised by an outer plate to the left of the model's own plates, as ``pyro.infer.Predictive``
     does with ``parallel=True`` (autoguides and guides written with broadcasting in mind support it);
@@ -398,7 +398,7 @@ def _guide_draws(svi: SVI, data: ModelData, num_samples: int) -> Samples:
 
     def run(*handlers: Any) -> Any:
         with _local_params():
-            return _trace.run_traced(guide, data.args, data.kwargs, _trace.FullPlates(), *handlers)
+            return _trace.run_traced(guide, data.args, data.kwargs, *handlers)
 
     with torch.no_grad(), _trace.quiet_validation():
         out = _plate_draws(run, latent, num_samples, nesting)
