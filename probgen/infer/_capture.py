@@ -41,12 +41,37 @@ def _flatten(out: Any) -> list[Tensor]:
     return [t for item in out for t in _flatten(item)]
 
 
-def agrees(a: Any, b: Any, *, rtol: float = 1e-6, atol: float = 1e-8) -> bool:
-    """Whether two outputs (tensors or nested tuples of tensors) agree, NaN matching NaN."""
+def agrees(a: Any, b: Any) -> bool:
+    """Whether two outputs (tensors or nested tuples of tensors) agree to rounding.
+
+    Integers and booleans must be equal. Floats must agree to ``max|a - b| <= tol * (1 + max|b|)``,
+    NaN matching NaN, with ``tol`` 1e-4 in float32 and 1e-9 in float64: a compiled graph fuses and
+    reorders sums, whose rounding grows with the size of the terms, not of the result.
+    """
     left, right = _flatten(a), _flatten(b)
-    return len(left) == len(right) and all(
-        x.shape == y.shape and bool(torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True)) for x, y in zip(left, right)
-    )
+    if len(left) != len(right):
+        return False
+    for x, y in zip(left, right):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not x.is_floating_point():
+            if not torch.equal(x, y):
+                return False
+            continue
+        tol = 1e-9 if x.dtype == torch.float64 else 1e-4
+        nan = torch.isnan(x)
+        if not torch.equal(nan, torch.isnan(y)):
+            return False
+        x, y = x[~nan].double(), y[~nan].double()
+        if x.numel() == 0:
+            continue
+        finite = torch.isfinite(y)
+        if not torch.equal(x[~finite], y[~finite]):  # infinities of the same sign
+            return False
+        x, y = x[finite], y[finite]
+        if x.numel() and float((x - y).abs().max()) > tol * (1 + float(y.abs().max())):
+            return False
+    return True
 
 
 def capture(fn: Fn, example: Sequence[Tensor], check: Sequence[Tensor] | None = None) -> torch.fx.GraphModule | None:
@@ -105,7 +130,7 @@ def compile_graph(graph: torch.fx.GraphModule, example: Sequence[Tensor]) -> Fn 
             with tracing(context), config.patch(cpp_wrapper=True):
                 compiled = cast(Fn, compile_fx(graph, list(example)))
             out = compiled(*example)
-        if not agrees(out, graph(*example), rtol=1e-5, atol=1e-6):
+        if not agrees(out, graph(*example)):
             return None
     except Exception as error:  # a missing C++ compiler, an unsupported op: the graph still works
         warnings.warn(

@@ -314,14 +314,14 @@ class _Run:
         example = [*state_packer.pack(self.state), logp, grad, noise.normal, noise.uniform, *self.tables]
         graph = capture(kernel, example)
         compiled = None if graph is None else compile_graph(graph, example)
-        if compiled is None or not agrees(compiled(*example), kernel(*example), rtol=1e-5, atol=1e-7):
+        if compiled is None or not agrees(compiled(*example), kernel(*example)):
             return
         # the density apart: captured at one point and checked at another, so that a program that
         # branches on its values (a capture records one path) keeps running eagerly
         pending, other = [self.state.pending_z], [self.state.proposal.z]
         density_graph = capture(self.f, pending, other)
         density = None if density_graph is None else compile_graph(density_graph, pending)
-        if density is not None and agrees(density(*other), self.f(*other), rtol=1e-5, atol=1e-7):
+        if density is not None and agrees(density(*other), self.f(*other)):
             self._density = lambda z, fn=density: tuple(fn(z))  # type: ignore[misc]
         self._kernel = compiled
         self._state_packer, self._emit_packer = state_packer, emit_packer
