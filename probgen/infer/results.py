@@ -18,6 +18,7 @@ the draws and the data they condition on; ``result.model`` is the model as fitte
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from probgen._io import load_checkpoint, save_checkpoint
 from probgen._types import SAMPLE_DIMS, Samples
 from probgen._validate import check_seed
 from probgen.infer._model import InferenceModel, ModelData
@@ -46,6 +48,7 @@ class SVIState(NamedTuple):
         passed as an object or a function).
     :ivar dict param_state: unconstrained values of global ``pyro.param`` statements, of the
         model (``"model"``) and of the guide (``"guide"``).
+    :ivar int decay_steps: the learning-rate schedule's horizon, so that a resumed run keeps it.
     """
 
     step: int
@@ -56,15 +59,19 @@ class SVIState(NamedTuple):
     losses: Tensor
     guide_name: str
     param_state: dict[str, dict[str, Tensor]] = {}
+    decay_steps: int | None = None
 
-    def save(self, path: str) -> None:
-        """Write the state with ``torch.save``."""
-        torch.save(self._asdict(), path)
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state atomically (a kill during the write leaves the previous file), versioned."""
+        save_checkpoint(self._asdict(), path, kind="SVIState")
 
     @classmethod
-    def load(cls, path: str) -> SVIState:
-        """Read a state written by :meth:`save`."""
-        return cls(**torch.load(path, weights_only=False))
+    def load(cls, path: str | os.PathLike[str]) -> SVIState:
+        """Read a state written by :meth:`save` (``torch.load(weights_only=True)``: no code from the file runs).
+
+        :raises probgen.CheckpointError: for a truncated, foreign or older file.
+        """
+        return cls(**load_checkpoint(path, kind="SVIState"))
 
 
 def _check_model_kwargs(model_kwargs: Any) -> Mapping[str, Any] | None:

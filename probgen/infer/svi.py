@@ -219,6 +219,7 @@ class SVI:
         self._step = 0
         self._losses: list[float] = []
         self._data: ModelData | None = None
+        self._rng_state = torch.get_rng_state()
 
     @property
     def model(self) -> Any:
@@ -263,6 +264,7 @@ class SVI:
         data = self._bind(args, model_kwargs)
         self._data = data
         pyro.set_rng_seed(seed)
+        self._rng_state = torch.get_rng_state()
         with torch.no_grad(), _local_params():
             kwargs = self._call_kwargs(data, self._subsample(data))
             self._guide_fn(*data.args, **kwargs)  # builds an autoguide's parameters
@@ -275,14 +277,18 @@ class SVI:
             self._restore(init_state)
 
     def _restore(self, state: SVIState) -> None:
+        if not isinstance(state, SVIState):
+            raise TypeError(f"init_state must be an SVIState (result.state or SVIState.load(path)), got {type(state).__name__}.")
         if state.guide_name != self.guide_name:
             raise ValueError(
                 f"init_state comes from a {state.guide_name!r} guide but this run uses "
                 f"{self.guide_name!r}; pass guide={state.guide_name!r}."
             )
         if isinstance(self.guide, nn.Module):
+            _check_compatible("the guide", self.guide.state_dict(), state.guide_state)
             self.guide.load_state_dict(state.guide_state)
         if isinstance(self.model, nn.Module):
+            _check_compatible("the model", self.model.state_dict(), state.model_state)
             self.model.load_state_dict(state.model_state)
         for store, saved in ((self.spec_params(), state.param_state.get("model", {})), (self.guide_params, state.param_state.get("guide", {}))):
             with torch.no_grad():
@@ -292,6 +298,7 @@ class SVI:
         assert self._optim is not None
         self._optim.load_state_dict(state.optim_state)
         torch.set_rng_state(state.rng_state)
+        self._rng_state = state.rng_state.clone()
         self._step = state.step
         self._losses = state.losses.tolist()
 
@@ -310,16 +317,32 @@ class SVI:
         if self._optim is None or self._data is None:
             raise RuntimeError("call init(*data, seed=...) before update().")
         data = self._data if not args and model_kwargs is None else ModelData(args, model_kwargs or {})
-        loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
+        lr = self._learning_rate(self._step)
+        try:
+            loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
+        except ValueError as error:  # Pyro's distributions refuse NaN parameters: the fit diverged earlier
+            if not all(torch.isfinite(p).all() for p in self._parameters()):
+                raise self._diverged(math.nan, lr) from error
+            raise
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(value, lr)
         for group in self._optim.param_groups:
-            group["lr"] = self._learning_rate(self._step)
+            group["lr"] = lr
         self._optim.zero_grad(set_to_none=True)
         loss.backward()
         self._optim.step()
-        value = float(loss.detach())
         self._step += 1
         self._losses.append(value)
+        self._rng_state = torch.get_rng_state()  # after the step: whatever runs next cannot shift it
         return value
+
+    def _diverged(self, value: float, lr: float) -> FloatingPointError:
+        return FloatingPointError(
+            f"the loss (negative ELBO) became {value} at step {self._step + 1}, so the fit diverged; lower lr "
+            f"(it was {lr:.3g}), standardise the data, or shrink init_scale. The state before this step is "
+            "svi.state (fit_svi's checkpoint= keeps it on disk)."
+        )
 
     def loss(self, *args: Any, subsample_size: int | None = None, num_particles: int = 1) -> Tensor:
         """A differentiable estimate of the negative ELBO (nats) under the current guide.
@@ -355,13 +378,14 @@ class SVI:
             guide_state=copy.deepcopy(self.guide.state_dict()) if isinstance(self.guide, nn.Module) else {},
             model_state=copy.deepcopy(self.model.state_dict()) if isinstance(self.model, nn.Module) else {},
             optim_state=copy.deepcopy(self._optim.state_dict()),
-            rng_state=torch.get_rng_state(),
+            rng_state=self._rng_state.clone(),
             losses=torch.tensor(self._losses),
             guide_name=self.guide_name,
             param_state={
                 "model": {k: v.detach().clone() for k, v in self.spec_params().items()},
                 "guide": {k: v.detach().clone() for k, v in self.guide_params.items()},
             },
+            decay_steps=self.decay_steps,
         )
 
     def draws(self, num_samples: int) -> Samples:
@@ -431,6 +455,29 @@ def _plate_draws(
         return None
 
 
+def _check_compatible(what: str, current: Mapping[str, Tensor], saved: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the parameters whose names or shapes differ between a state and this run."""
+    missing = sorted(set(current) - set(saved))
+    extra = sorted(set(saved) - set(current))
+    shapes = [
+        f"{key} {tuple(saved[key].shape)} vs {tuple(value.shape)}"
+        for key, value in current.items()
+        if key in saved and isinstance(saved[key], Tensor) and saved[key].shape != value.shape
+    ]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra[:5])}")
+        if shapes:
+            parts.append(f"other shapes: {'; '.join(shapes[:5])}")
+        raise ValueError(
+            f"init_state does not fit {what} of this run ({'; '.join(parts)}); resume with the model, "
+            "architecture and guide the state was fitted with."
+        )
+
+
 class _EarlyStopping:
     """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` checks."""
 
@@ -450,7 +497,7 @@ class _EarlyStopping:
 
 
 _OPTIONS = (
-    "model_kwargs", "guide", "num_steps", "lr", "final_lr", "batch_size", "num_samples", "num_particles",
+    "model_kwargs", "guide", "num_steps", "lr", "final_lr", "decay_steps", "batch_size", "num_samples", "num_particles",
     "elbo", "init_scale", "rank", "fast_path", "patience", "min_delta", "eval_every", "validation",
     "init_state", "checkpoint", "seed", "progress_bar",
 )  # fmt: skip
@@ -464,6 +511,7 @@ def fit_svi(
     num_steps: int = 2000,
     lr: float = 1e-2,
     final_lr: float | None = None,
+    decay_steps: int | None = None,
     batch_size: int | None = None,
     num_samples: int = 1000,
     num_particles: int = 1,
@@ -493,8 +541,12 @@ def fit_svi(
         ``AutoGuide`` instance, or a callable Pyro guide (its ``pyro.param`` statements are fitted).
     :param int num_steps: optimisation steps (more are added to ``init_state.step`` when resuming).
     :param float lr: Adam's (initial) learning rate.
-    :param float final_lr: decay the learning rate exponentially to this value over ``num_steps``;
+    :param float final_lr: decay the learning rate exponentially to this value over ``decay_steps``;
         small values let the guide settle instead of jittering about the optimum.
+    :param int decay_steps: the steps over which the learning rate decays to ``final_lr``, counted
+        from the run's first step: by default ``num_steps`` for a new run and the resumed state's
+        for ``init_state``, so a run split over several calls (give the first call the total) follows
+        the same schedule as one call.
     :param int batch_size: a BNN's minibatch size; the likelihood rescales by N / batch_size.
     :param int num_samples: draws from the fitted guide kept on the result (one chain).
     :param str elbo: ``"auto"``, ``"meanfield"`` or ``"trace"`` (see :data:`ELBOS`).
@@ -532,13 +584,16 @@ def fit_svi(
     stopper = None if patience is None else _EarlyStopping(check_positive_int("patience", patience), min_delta)
     seed = check_seed(seed)
 
+    if decay_steps is None:
+        resumed = None if init_state is None else getattr(init_state, "decay_steps", None)
+        decay_steps = resumed if resumed is not None else num_steps + (0 if init_state is None else init_state.step)
     start = time.perf_counter()
     svi = SVI(
         model,
         guide=guide,
         lr=lr,
         final_lr=final_lr,
-        decay_steps=num_steps + (0 if init_state is None else init_state.step),
+        decay_steps=decay_steps,
         elbo=elbo,
         num_particles=num_particles,
         batch_size=batch_size,
@@ -565,8 +620,6 @@ def fit_svi(
                     if stopper.should_stop(monitored):
                         stopped_early = True
                         break
-    if not math.isfinite(smoothed):
-        raise FloatingPointError("the ELBO became NaN or infinite; lower lr or standardise the data.")
     state = svi.state
     if checkpoint is not None:
         state.save(checkpoint)
