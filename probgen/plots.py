@@ -26,7 +26,7 @@ import contextlib
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -62,7 +62,7 @@ __all__ = [
 
 Interval = Literal["hdi", "central"]
 #: Kinds of predictive interval: highest-density (ArviZ's ``az.hdi``) or central (quantiles).
-INTERVALS: tuple[str, ...] = ("hdi", "central")
+INTERVALS: tuple[Interval, ...] = get_args(Interval)
 
 _LABEL = re.compile(r"^(?P<site>.+?)(?:\[(?P<index>[\d,\s]*)\])?$")
 

@@ -29,7 +29,7 @@ import copy
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import pyro.poutine as poutine
 import torch
@@ -71,10 +71,10 @@ __all__ = [
 
 Objective = Literal["elbo", "eps_mse"]
 #: Training objectives of :func:`fit_diffusion`, in the order of :data:`Objective`.
-OBJECTIVES: tuple[Objective, ...] = ("elbo", "eps_mse")
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 TimestepSampling = Literal["uniform", "importance"]
 #: How :func:`fit_diffusion` draws steps for the ELBO estimator, in the order of :data:`TimestepSampling`.
-TIMESTEP_SAMPLINGS: tuple[TimestepSampling, ...] = ("uniform", "importance")
+TIMESTEP_SAMPLINGS: tuple[TimestepSampling, ...] = get_args(TimestepSampling)
 
 _LN2 = math.log(2.0)
 

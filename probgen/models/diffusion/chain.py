@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import pyro
 import pyro.distributions as dist
@@ -70,10 +70,10 @@ __all__ = [
 
 Variance = Literal["fixed_small", "fixed_large"]
 #: Reverse-variance choices, in the order of :data:`Variance`.
-VARIANCES: tuple[Variance, ...] = ("fixed_small", "fixed_large")
+VARIANCES: tuple[Variance, ...] = get_args(Variance)
 Prediction = Literal["epsilon", "x0"]
 #: What the network predicts, in the order of :data:`Prediction`.
-PREDICTIONS: tuple[Prediction, ...] = ("epsilon", "x0")
+PREDICTIONS: tuple[Prediction, ...] = get_args(Prediction)
 
 _SITE = re.compile(r"^x_(\d+)$")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ __all__ = [
 
 ScheduleName = Literal["linear", "cosine", "log_snr"]
 #: The schedule names accepted by :func:`get_schedule`, in the order of :data:`ScheduleName`.
-SCHEDULE_NAMES: tuple[ScheduleName, ...] = ("linear", "cosine", "log_snr")
+SCHEDULE_NAMES: tuple[ScheduleName, ...] = get_args(ScheduleName)
 
 _MAX_BETA = 0.999
 
