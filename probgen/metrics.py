@@ -2,7 +2,7 @@
 
 Regression: :func:`rmse`, :func:`mixture_log_likelihood` (the held-out log-likelihood of the
 Bayesian model average, as the UCI literature reports it), :func:`coverage`, :func:`crps`.
-Classification: :func:`accuracy`, :func:`nll`, :func:`expected_calibration_error`,
+Classification: :func:`accuracy`, :func:`nll`, :func:`expected_calibration_error` (bins from :func:`calibration_bins`),
 :func:`predictive_entropy`, :func:`mutual_information`.
 
 Arrays of draws lead with their sample dimensions; functions that take ``log_lik`` or
@@ -12,6 +12,7 @@ Arrays of draws lead with their sample dimensions; functions that take ``log_lik
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,6 +26,8 @@ __all__ = [
     "crps",
     "accuracy",
     "nll",
+    "CalibrationBins",
+    "calibration_bins",
     "expected_calibration_error",
     "predictive_entropy",
     "mutual_information",
@@ -134,8 +137,59 @@ def nll(probs: Tensor, y: Tensor, *, eps: float = 1e-12) -> float:
     return float(-(picked.clamp_min(eps)).log().mean())
 
 
+class CalibrationBins(NamedTuple):
+    """Top-class confidence binned into equal-width bins on ``[0, 1]``; from :func:`calibration_bins`.
+
+    Only bins that hold at least one point are listed, in increasing order.
+
+    :ivar Tensor centres: the centre of each bin, ``(b + 0.5) / num_bins``.
+    :ivar Tensor counts: the number of points in each bin.
+    :ivar Tensor accuracy: the share of points in each bin whose top class is the label.
+    :ivar Tensor confidence: the mean top-class probability in each bin.
+    :ivar float width: the width of every bin, ``1 / num_bins``.
+    """
+
+    centres: Tensor
+    counts: Tensor
+    accuracy: Tensor
+    confidence: Tensor
+    width: float
+
+
+def calibration_bins(probs: Tensor, y: Tensor, *, num_bins: int = 10) -> CalibrationBins:
+    """Bin the points of a classifier by top-class confidence: what ECE and a reliability diagram read.
+
+    Point ``i`` with top-class probability ``c_i`` falls in bin ``min(floor(c_i num_bins), num_bins - 1)``.
+
+    >>> bins = calibration_bins(torch.tensor([[0.8, 0.2], [0.6, 0.4]]), torch.tensor([0, 1]), num_bins=4)
+    >>> bins.centres.tolist(), bins.accuracy.tolist()
+    ([0.625, 0.875], [0.0, 1.0])
+    """
+    probs, labels = _check_probs(probs, y)
+    num_bins = check_positive_int("num_bins", num_bins)
+    confidence, predicted = probs.max(-1)
+    correct = (predicted == labels).double()
+    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
+    width = 1.0 / num_bins
+    centres, counts, accuracy, mean_confidence = [], [], [], []
+    for b in range(num_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            centres.append((b + 0.5) * width)
+            counts.append(int(in_bin.sum()))
+            accuracy.append(correct[in_bin].mean())
+            mean_confidence.append(confidence[in_bin].double().mean())
+    return CalibrationBins(
+        centres=torch.tensor(centres, dtype=torch.float64),
+        counts=torch.tensor(counts, dtype=torch.long),
+        accuracy=torch.stack(accuracy),
+        confidence=torch.stack(mean_confidence),
+        width=width,
+    )
+
+
 def expected_calibration_error(probs: Tensor, y: Tensor, *, num_bins: int = 10) -> float:
-    """Expected calibration error with equal-width confidence bins.
+    """Expected calibration error with equal-width confidence bins (those of :func:`calibration_bins`).
 
     ``ECE = sum_b (n_b / n) |accuracy_b - confidence_b|`` over bins of the top-class confidence.
 
@@ -146,18 +200,9 @@ def expected_calibration_error(probs: Tensor, y: Tensor, *, num_bins: int = 10) 
     >>> round(expected_calibration_error(probs, torch.tensor([0, 1, 0, 0]), num_bins=5), 6)
     0.35
     """
-    probs, labels = _check_probs(probs, y)
-    num_bins = check_positive_int("num_bins", num_bins)
-    confidence, predicted = probs.max(-1)
-    correct = (predicted == labels).double()
-    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    ece = torch.zeros((), dtype=torch.float64)
-    for b in range(num_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            gap = correct[in_bin].mean() - confidence[in_bin].double().mean()
-            ece = ece + in_bin.double().mean() * gap.abs()
-    return float(ece)
+    bins = calibration_bins(probs, y, num_bins=num_bins)
+    share = bins.counts.double() / bins.counts.sum()
+    return float((share * (bins.accuracy - bins.confidence).abs()).sum())
 
 
 def _entropy(p: Tensor) -> Tensor:

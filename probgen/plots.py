@@ -37,12 +37,12 @@ from matplotlib.figure import Figure, SubFigure
 from torch import Tensor
 
 from probgen._compat import import_arviz
-from probgen._validate import check_choice, check_positive_int, check_probability
+from probgen._validate import check_both_or_neither, check_choice, check_positive_int, check_probability
 from probgen.infer.predictive import Prediction
 from probgen.infer._bnn_model import OBS
 from probgen.infer.arviz import as_inference_data
 from probgen.infer.results import PosteriorResult
-from probgen.metrics import coverage, expected_calibration_error
+from probgen.metrics import calibration_bins, coverage, expected_calibration_error
 
 __all__ = [
     "Interval",
@@ -106,8 +106,7 @@ def _check_1d_regression(result: PosteriorResult, caller: str) -> None:
 
 def _data(result: PosteriorResult, x: Any, y: Any) -> tuple[Tensor, Tensor]:
     """The given data set, checked against the model, or the training data when both are ``None``."""
-    if (x is None) != (y is None):
-        raise ValueError("pass both x and y, or neither to use the training data.")
+    check_both_or_neither(x, y)
     if x is None:
         return result.x, result.y
     x_t, y_t = result.model.check_data(x, y)
@@ -293,21 +292,12 @@ def plot_reliability(
     x_t, y_t = _data(result, x, y)
     probs = result.predict(x_t).mean
     labels = y_t.long()
-    confidence, predicted = probs.max(-1)
-    correct = (predicted == labels).double()
-    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    width = 1.0 / num_bins
-    centres, accuracy, mean_conf = [], [], []
-    for b in range(num_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            centres.append((b + 0.5) * width)
-            accuracy.append(float(correct[in_bin].mean()))
-            mean_conf.append(float(confidence[in_bin].mean()))
+    bins = calibration_bins(probs, labels, num_bins=num_bins)
     ece = expected_calibration_error(probs, labels, num_bins=num_bins)
+    centres, accuracy, mean_conf = bins.centres.numpy(), bins.accuracy.numpy(), bins.confidence.numpy()
 
     ax = _new_axes(ax)
-    ax.bar(centres, accuracy, width=width, color="C0", alpha=0.6, edgecolor="C0", label="accuracy per bin")
+    ax.bar(centres, accuracy, width=bins.width, color="C0", alpha=0.6, edgecolor="C0", label="accuracy per bin")
     ax.plot(mean_conf, accuracy, "o", color="C1", label="mean confidence per bin")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
     ax.set_xlim(0, 1)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from probgen._types import SAMPLE_DIMS, Samples
-from probgen._validate import check_seed
+from probgen._validate import check_both_or_neither, check_seed
 from probgen.infer._model import InferenceModel, ModelData
 
 __all__ = ["PosteriorResult", "MCMCResult", "SVIResult", "SVIState"]
@@ -165,8 +165,8 @@ class PosteriorResult:
         a Pyro program a dict ``{observed site: (chain, draw, *batch)}``.
         """
         if args or model_kwargs:
-            if self.spec.kind == "bnn" and len(args) != 2:
-                raise ValueError("pass both x and y, or neither to use the training data.")
+            if self.spec.kind == "bnn":
+                check_both_or_neither(args[0] if args else None, args[1] if len(args) > 1 else None)
             data = self.spec.bind(args, _check_model_kwargs(model_kwargs), fit=True)
         else:
             data = self._training()

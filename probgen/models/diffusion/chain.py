@@ -50,8 +50,9 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from probgen._math import normal_kl
 from probgen._validate import as_tensor, check_choice, check_positive_int
-from probgen.models.diffusion._util import log_normal_interval, normal_kl, sum_event
+from probgen.models.diffusion._util import log_normal_interval, sum_event
 from probgen.models.diffusion.schedules import Schedule
 
 __all__ = [
