@@ -26,7 +26,9 @@ __all__ = ["register", "fit_from_csv"]
 Method = Literal["svi", "nuts"]
 #: Inference methods of ``probgen bnn fit``, in the order of :data:`Method`.
 METHODS: tuple[Method, ...] = get_args(Method)
-LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
+LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
+#: Observation models of ``probgen bnn fit --likelihood``, in the order of :data:`LikelihoodName`.
+LIKELIHOODS: tuple[LikelihoodName, ...] = get_args(LikelihoodName)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
