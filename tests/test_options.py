@@ -51,6 +51,13 @@ def _coverage(interval: str) -> Any:
     return ax
 
 
+def _bound_terms(unit: str) -> Any:
+    bound = infer_diffusion.evaluate_bound(_chain(), torch.zeros(2, 2), seed=0, progress_bar=False)
+    ax = plots.plot_bound_terms(bound, unit=unit)  # type: ignore[arg-type]
+    plt.close(ax.get_figure(root=True))
+    return ax
+
+
 class Case(NamedTuple):
     alias: Any  # the Literal
     choices: tuple[str, ...]  # the tuple the runtime check reads
@@ -70,6 +77,7 @@ CASES: dict[str, Case] = {
     ),
     "toy": Case(toy2d.Toy2DName, toy2d.TOY2D_NAMES, lambda v: toy2d.load_toy2d(v, num_train=4, num_val=0, num_test=4)),  # type: ignore[arg-type]
     "interval": Case(plots.Interval, plots.INTERVALS, _coverage),
+    "unit": Case(plots.BoundUnit, plots.BOUND_UNITS, _bound_terms),
     "guide": Case(svi.GuideName, svi.GUIDE_NAMES, lambda v: svi.SVI(_bnn(), guide=v)),
     "elbo": Case(svi.ElboName, svi.ELBO_NAMES, lambda v: svi.SVI(_bnn(), elbo=v)),  # type: ignore[arg-type]
     "kernel": Case(_flat.Kernel, _flat.KERNELS, lambda v: _flat.compile_bnn(_bnn(), X, Y, kernel=v)),
