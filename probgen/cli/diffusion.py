@@ -3,8 +3,8 @@
 ``probgen diffusion fit --data FILE.csv|digits|8gaussians|... --out DIR`` trains a
 :class:`~probgen.models.diffusion.DiffusionChain` by its ELBO, scores the full bound on held-out data
 and writes ``DIR/model.pt`` (:func:`~probgen.models.diffusion.save_chain`), ``DIR/data.json`` (the data
-set and its standardisation), ``DIR/bound.json``, ``DIR/losses.csv``, ``DIR/checkpoint.pt`` and
-``DIR/samples.png``. ``probgen diffusion sample --model DIR`` and ``probgen diffusion evaluate --model DIR``
+set and its standardisation), ``DIR/bound.json``, ``DIR/losses.csv``, ``DIR/checkpoint.pt``,
+``DIR/run.nc`` (the run as ArviZ NetCDF, which ``probgen inspect`` reads) and ``DIR/samples.png``. ``probgen diffusion sample --model DIR`` and ``probgen diffusion evaluate --model DIR``
 work from the saved model. The top-level parser calls :func:`register`.
 """
 
@@ -207,6 +207,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not is_image:
         summary["energy_distance"] = energy_distance(draws, data.test[: args.num_samples])
     (out / "bound.json").write_text(json.dumps(summary, indent=2) + "\n")
+    result.to_arviz(bound=bound, samples=samples).to_netcdf(str(out / "run.nc"))  # in model units
     _save_png(
         _to_data_units(draws, data),
         out / "samples.png",
@@ -216,7 +217,7 @@ def _fit(args: argparse.Namespace) -> int:
     print(
         f"bound on {summary['num_test']} held-out points: {summary['nats']:.4f} +- {summary['nats_se']:.4f} nats "
         f"({summary['bits_per_dim']:.4f} bits/dim); wrote {out}/model.pt, data.json, bound.json, losses.csv, "
-        "samples.png"
+        "run.nc, samples.png"
     )
     return 0
 
@@ -298,7 +299,8 @@ def register(subparsers: Any) -> None:
         "fit",
         help="train by the ELBO, evaluate the bound and write samples",
         description="Train a diffusion chain by an unbiased estimate of its ELBO, score the full bound "
-        "on held-out data and write DIR/model.pt, data.json, bound.json, losses.csv, checkpoint.pt and samples.png. "
+        "on held-out data and write DIR/model.pt, data.json, bound.json, losses.csv, checkpoint.pt, run.nc "
+        "(the run as ArviZ NetCDF, for 'probgen inspect') and samples.png. "
         "CSV data are standardised and split 80/20; the bound is reported in the data's own units.",
     )
     fit.add_argument("--data", required=True, help=_DATA_HELP)

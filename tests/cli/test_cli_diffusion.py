@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from probgen._compat import import_arviz
 from probgen.cli.diffusion import register
 from probgen.infer.diffusion import DiffusionTrainState
 from probgen.models.diffusion import load_chain
@@ -32,7 +33,7 @@ def test_fit_sample_evaluate_on_a_toy(tmp_path, capsys):
     out = tmp_path / "toy"
     argv = ["diffusion", "fit", "--data", "8gaussians", "--out", str(out), "--timestep-sampling", "importance"]
     assert _run([*argv, *TINY]) == 0
-    for name in ("model.pt", "data.json", "bound.json", "losses.csv", "samples.png", "checkpoint.pt"):
+    for name in ("model.pt", "data.json", "bound.json", "losses.csv", "samples.png", "checkpoint.pt", "run.nc"):
         assert (out / name).is_file()
     summary = json.loads((out / "bound.json").read_text())
     assert summary["num_dims"] == 2 and len(summary["terms"]) == 11
@@ -90,6 +91,10 @@ def test_the_saved_model_is_a_library_chain_file_and_old_ones_are_refused(tmp_pa
     assert chain.num_timesteps == 10 and chain.event_shape == (2,)
     assert DiffusionTrainState.load(out / "checkpoint.pt").step == 5
     assert json.loads((out / "data.json").read_text())["data"] == "8gaussians"
+    run = import_arviz().from_netcdf(str(out / "run.nc"))  # the run as ArviZ reads it
+    summary = json.loads((out / "bound.json").read_text())
+    assert run.bound.attrs["nats"] == pytest.approx(summary["nats"], rel=1e-12)  # 8gaussians: unit scale
+    assert run.losses["loss"].shape == (5,) and run.posterior_predictive["x_0"].shape == (1, 20, 2)
     old = tmp_path / "old"
     old.mkdir()
     torch.save({"format": "probgen.diffusion/1", "config": {}, "net_state": {}}, old / "model.pt")
