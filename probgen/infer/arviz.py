@@ -527,7 +527,8 @@ def diffusion_to_arviz(
         (bound, BoundResult, _bound_groups),
         (samples, DiffusionSamples, _samples_groups),
     ]
-    if all(source is None for source, _, _ in parts):
+    given = [(source, kind, build) for source, kind, build in parts if source is not None]
+    if not given:
         raise ValueError("diffusion_to_arviz needs a fit, a bound or samples.")
     az = import_arviz()
     groups: dict[str, Any] = {}
@@ -536,16 +537,12 @@ def diffusion_to_arviz(
         "inference_library_version": _probgen_version(),
         "inference_method": "diffusion",
     }
-    chain_config: dict[str, Any] = {}
-    for source, kind, build in parts:
-        if source is None:
-            continue
+    for source, kind, build in given:
         if not isinstance(source, kind):
             raise TypeError(f"expected a {kind.__name__}, got {type(source).__name__}.")
         built, part_attrs = build(source)  # type: ignore[operator]
         groups.update(built)
         attrs.update(part_attrs)
-        chain_config = getattr(source, "chain_config", None) or chain_config
-    if fit is not None:
-        chain_config = fit.chain.describe()
+    first = next(source for source in (fit, bound, samples) if source is not None)
+    chain_config = first.chain_config  # the fit's chain, else the scored or sampled one
     return az.InferenceData(attrs=_plain({**attrs, **chain_config}), **groups)

@@ -262,8 +262,12 @@ class SVIResult(PosteriorResult):
     guide_name: str | None = None
 
     def _summary(self) -> list[str]:
-        final = f"{float(self.losses[-1]):.4g}" if self.losses.numel() else "n/a"
-        return super()._summary() + [f"guide={self.guide_name}", f"{self.losses.numel()} steps", f"final loss={final}"]
+        steps = [f"guide={self.guide_name}", f"{self.losses.numel()} steps", f"final loss={_final_loss(self.losses)}"]
+        return super()._summary() + steps
+
+
+def _final_loss(losses: Tensor) -> str:
+    return f"{float(losses[-1]):.4g}" if losses.numel() else "n/a"
 
 
 # ---------------------------------------------------------------------------------------------- diffusion
@@ -302,7 +306,7 @@ class DiffusionTrainState(NamedTuple):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` (``torch.save``, atomically: a crash leaves the old file)."""
-        write_checkpoint(self._asdict(), path, format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION)
+        write_checkpoint(self._asdict(), path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DiffusionTrainState:
@@ -313,7 +317,7 @@ class DiffusionTrainState(NamedTuple):
             a checkpoint of an older or a newer probgen).
         """
         raw = read_checkpoint(
-            path, format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION, what="a diffusion training state"
+            path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION, what="a diffusion training state"
         )
         return cls(**{name: raw[name] for name in cls._fields})
 
@@ -344,11 +348,15 @@ class DiffusionFitResult:
 
         return diffusion_to_arviz(fit=self, bound=bound, samples=samples)
 
+    @property
+    def chain_config(self) -> dict[str, Any]:
+        """The trained chain's configuration, ``chain.describe()``."""
+        return self.chain.describe()
+
     def __repr__(self) -> str:
-        final = f"{float(self.losses[-1]):.4g}" if self.losses.numel() else "n/a"
         return (
             f"DiffusionFitResult({self.state.step} steps, objective={self.state.config['objective']!r}, "
-            f"final loss={final}; seed={self.seed}; wall_time={self.wall_time:.1f} s)"
+            f"final loss={_final_loss(self.losses)}; seed={self.seed}; wall_time={self.wall_time:.1f} s)"
         )
 
 

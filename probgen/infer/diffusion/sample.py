@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import cast
+from typing import Any, cast
 
 import pyro.poutine as poutine
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from probgen._validate import check_positive_float, check_positive_int, check_seed
 from probgen.infer.diffusion._util import check_chain, check_data
-from probgen.infer.results import DiffusionSamples
+from probgen.infer.results import DiffusionSamples, Sampler
 from probgen.models.diffusion.chain import DiffusionChain, InpaintMessenger
 
 __all__ = ["ddim_step", "sample_ancestral", "sample_conditional", "sample_ddim"]
@@ -59,6 +59,13 @@ def _sizes(num_samples: int, num_chains: int) -> tuple[int, int]:
     return check_positive_int("num_samples", num_samples), check_positive_int("num_chains", num_chains)
 
 
+def _result(chain: DiffusionChain, sampler: Sampler, seed: int, start: float, **draws: Any) -> DiffusionSamples:
+    """The draws with what every sampler records: seed, time since ``start`` and the chain's configuration."""
+    return DiffusionSamples(
+        seed=seed, wall_time=time.perf_counter() - start, sampler=sampler, chain_config=chain.describe(), **draws
+    )
+
+
 def sample_ancestral(
     chain: DiffusionChain,
     *,
@@ -90,15 +97,7 @@ def sample_ancestral(
     seed = check_seed(seed)
     start = time.perf_counter()
     samples, trajectory, steps = _run_model(chain, (num_chains, num_samples), seed, return_chain, None)
-    return DiffusionSamples(
-        samples=samples,
-        steps=steps,
-        seed=seed,
-        wall_time=time.perf_counter() - start,
-        chain_config=chain.describe(),
-        sampler="ancestral",
-        trajectory=trajectory,
-    )
+    return _result(chain, "ancestral", seed, start, samples=samples, steps=steps, trajectory=trajectory)
 
 
 def sample_conditional(
@@ -159,17 +158,10 @@ def sample_conditional(
 
     messenger = InpaintMessenger(chain, rows(x_observed), rows(mask))
     samples, trajectory, steps = _run_model(chain, lead, seed, return_chain, messenger)
-    return DiffusionSamples(
-        samples=samples,
-        steps=steps,
-        seed=seed,
-        wall_time=time.perf_counter() - start,
-        chain_config=chain.describe(),
-        sampler="conditional",
-        trajectory=trajectory,
-        x_observed=x_observed,
+    return _result(
+        chain, "conditional", seed, start, samples=samples, steps=steps, trajectory=trajectory, x_observed=x_observed,
         mask=mask,
-    )
+    )  # fmt: skip
 
 
 def _ddim_steps(num_sampling_steps: int, num_timesteps: int) -> list[int]:
@@ -265,13 +257,7 @@ def sample_ddim(
         else:
             x = chain.decoder.mode(out.mean)
         states.append(x)
-    return DiffusionSamples(
-        samples=_draws(x, lead),
-        steps=torch.tensor(steps[::-1] + [0]),
-        seed=seed,
-        wall_time=time.perf_counter() - start,
-        chain_config=chain.describe(),
-        sampler="ddim",
-        trajectory=_trajectory(states, lead) if return_chain else None,
-        eta=eta,
-    )
+    return _result(
+        chain, "ddim", seed, start, samples=_draws(x, lead), steps=torch.tensor(steps[::-1] + [0]),
+        trajectory=_trajectory(states, lead) if return_chain else None, eta=eta,
+    )  # fmt: skip

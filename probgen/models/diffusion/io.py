@@ -47,22 +47,24 @@ _DECODERS: dict[str, type[Decoder]] = {
 }
 
 
-def write_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str], *, format: str, version: int) -> None:
-    """Write ``payload`` plus its ``format`` and ``version`` with ``torch.save``, atomically.
+def write_checkpoint(
+    payload: Mapping[str, Any], path: str | os.PathLike[str], *, file_format: str, version: int
+) -> None:
+    """Write ``payload`` plus its ``file_format`` and ``version`` with ``torch.save``, atomically.
 
     The file is written next to ``path`` and moved into place with ``os.replace``, so a crash never
     leaves a half-written file where a good one was.
     """
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    torch.save({"format": format, "version": version, **payload}, tmp)
+    torch.save({"format": file_format, "version": version, **payload}, tmp)
     os.replace(tmp, target)
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], *, format: str, version: int, what: str, old: Mapping[str, str] | None = None
+    path: str | os.PathLike[str], *, file_format: str, version: int, what: str, old: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Read a file written by :func:`write_checkpoint` with ``format`` and at most ``version``.
+    """Read a file written by :func:`write_checkpoint` with ``file_format`` and at most ``version``.
 
     :param str what: what the file should hold, for messages ("a diffusion chain").
     :param old: earlier formats of the same thing, mapped to what to do about them.
@@ -80,7 +82,7 @@ def read_checkpoint(
             f"{source} is not {what} saved by probgen: torch.load(weights_only=True) cannot read it ({error})."
         ) from error
     found = raw.get("format") if isinstance(raw, dict) else None
-    if found != format:
+    if found != file_format:
         if isinstance(found, str) and old and found in old:
             raise ValueError(f"{source} is {old[found]}.")
         kind = (
@@ -88,7 +90,7 @@ def read_checkpoint(
             if isinstance(found, str)
             else "no probgen format: a foreign file, or one from a probgen older than versioned files"
         )
-        raise ValueError(f"{source} is not {what} saved by probgen (it has {kind}; expected {format!r}).")
+        raise ValueError(f"{source} is not {what} saved by probgen (it has {kind}; expected {file_format!r}).")
     saved = raw.get("version")
     if not isinstance(saved, int) or saved > version:
         raise ValueError(
@@ -145,7 +147,7 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
         "variance": chain.variance,
         "prediction": chain.prediction,
     }
-    write_checkpoint(payload, path, format=CHAIN_FORMAT, version=CHAIN_VERSION)
+    write_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
 
 
 def _rebuild(kind: str, saved: dict[str, Any] | None, given: Any, registry: Mapping[str, type]) -> Any:
@@ -176,7 +178,7 @@ def load_chain(
     :raises RuntimeError: if the given ``net`` does not match the saved weights (torch's message names them).
     """
     saved = read_checkpoint(
-        path, format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
+        path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
     )
     model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
     state: dict[str, Any] = saved["net_state"]
