@@ -24,7 +24,8 @@ from torch import Tensor
 from probgen._validate import check_positive_float, check_positive_int, check_seed
 from probgen.infer.diffusion._util import check_chain, check_data
 from probgen.infer.results import DiffusionSamples, Sampler
-from probgen.models.diffusion.chain import DiffusionChain, InpaintMessenger
+from probgen.models.diffusion.chain import DiffusionChain
+from probgen.models.diffusion.inpaint import InpaintMessenger
 
 __all__ = ["ddim_step", "sample_ancestral", "sample_conditional", "sample_ddim"]
 

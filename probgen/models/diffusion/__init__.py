@@ -7,7 +7,8 @@ and sampling live in :mod:`probgen.infer.diffusion`.
 
 * ``schedules.py``: beta schedules as pure functions of ``num_timesteps``, and every derived quantity;
 * ``chain.py``: :class:`DiffusionChain` (``q_sample``, ``q_posterior``, ``p_mean_variance``, the terms of
-  the bound, ``model`` and ``guide``) and :class:`InpaintMessenger`;
+  the bound, ``model`` and ``guide``);
+* ``inpaint.py``: :class:`InpaintMessenger`, which conditions the model on known coordinates;
 * ``decoders.py``: the last reverse step ``p_theta(x_0 | x_1)``, continuous or discretised;
 * ``networks.py``: time-conditioned denoisers for vectors and small images;
 * ``io.py``: :func:`save_chain`, :func:`load_chain` and the versioned file format.
@@ -17,12 +18,12 @@ from probgen.models.diffusion.chain import (
     PREDICTIONS,
     VARIANCES,
     DiffusionChain,
-    InpaintMessenger,
     PMeanVariance,
     Prediction,
     Variance,
 )
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, DiscretizedNormal, GaussianDecoder
+from probgen.models.diffusion.inpaint import InpaintMessenger
 from probgen.models.diffusion.io import load_chain, save_chain
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser, SinusoidalEmbedding
 from probgen.models.diffusion.schedules import (

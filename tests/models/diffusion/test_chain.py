@@ -20,7 +20,6 @@ from probgen.models.diffusion import (
     DiffusionChain,
     DiscretizedGaussianDecoder,
     DiscretizedNormal,
-    InpaintMessenger,
     MLPDenoiser,
     get_schedule,
 )
@@ -175,16 +174,6 @@ def test_image_event_shape_runs_through_every_method():
     assert torch.allclose(sample * 8, (sample * 8).round())  # on the 17-level grid
     elbo = pyro.infer.TraceMeanField_ELBO().loss(chain.model, chain.guide, x0)
     assert math.isfinite(elbo)
-
-
-def test_inpaint_messenger_keeps_observed_coordinates():
-    chain = _chain(num_timesteps=6)
-    x_obs = torch.tensor([[0.3, 0.0]]).expand(50, 2)
-    with InpaintMessenger(chain, x_obs, torch.tensor([True, False])):
-        trace = pyro.poutine.trace(chain.model).get_trace(num_samples=50)
-    assert torch.equal(trace.nodes["x_0"]["value"][:, 0], x_obs[:, 0])
-    # intermediate states carry noisy copies of the observation, not the observation itself
-    assert trace.nodes["x_3"]["value"][:, 0].std() > 0.1
 
 
 def test_chain_errors_name_the_problem():
