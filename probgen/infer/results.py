@@ -439,7 +439,7 @@ class DiffusionSamples:
     seed: int
     wall_time: float
     sampler: Sampler
-    chain_config: dict[str, Any] = field(default_factory=dict)
+    chain_config: dict[str, Any]
     trajectory: Tensor | None = None
     x_observed: Tensor | None = None
     mask: Tensor | None = None
