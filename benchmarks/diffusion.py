@@ -30,7 +30,8 @@ import torch
 
 from probgen.datasets.images import load_digits_split, pixel_categorical_bits_per_dim
 from probgen.datasets.toy2d import load_8gaussians
-from probgen.infer.diffusion import energy_distance, evaluate_bound, fit_diffusion, gaussian_nll, sample_ancestral
+from probgen.infer.diffusion import evaluate_bound, fit_diffusion, sample_ancestral
+from probgen.metrics import energy_distance, gaussian_nll
 from probgen.models.diffusion import (
     ConvDenoiser,
     DiffusionChain,
@@ -143,8 +144,12 @@ def main() -> None:
         print(f"test bound nats (probgen {case}; {reference}), {b.nats:.4f} +- {b.nats_se:.4f}, "
               f"{p.nats:.4f} +- {p.nats_se:.4f}, {p.nats / b.nats:.3f}")
     num_samples = min(1000, test.shape[0])
-    distances = {name: energy_distance(sample_ancestral(c, num_samples, seed=args.seed).samples, test[:num_samples])
-                 for name, c in models.items()}
+    distances = {
+        name: energy_distance(
+            sample_ancestral(c, num_samples=num_samples, seed=args.seed).get_samples()["x_0"], test[:num_samples]
+        )
+        for name, c in models.items()
+    }
     floor = energy_distance(train[:num_samples], test[:num_samples])
     for case in CASES:
         # an energy distance is ~0 for a good model (and may be slightly negative), so a ratio means

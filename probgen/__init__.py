@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from probgen import datasets, metrics  # noqa: E402
 from probgen.infer.diffusion import (  # noqa: E402
+    DiffusionTrainState,
     evaluate_bound,
     fit_diffusion,
     sample_ancestral,
@@ -29,7 +30,9 @@ from probgen.models.diffusion import (  # noqa: E402
     MLPDenoiser,
     cosine_schedule,
     linear_schedule,
+    load_chain,
     log_snr_schedule,
+    save_chain,
 )
 from probgen.nn import make_bayesian  # noqa: E402
 from probgen.priors import GaussianPrior, Prior  # noqa: E402
@@ -64,7 +67,10 @@ __all__ = [
     "linear_schedule",
     "cosine_schedule",
     "log_snr_schedule",
+    "save_chain",
+    "load_chain",
     "fit_diffusion",
+    "DiffusionTrainState",
     "evaluate_bound",
     "sample_ancestral",
     "sample_ddim",

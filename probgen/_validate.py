@@ -143,6 +143,16 @@ def check_same_length(x_name: str, x: Tensor, y_name: str, y: Tensor) -> None:
         )
 
 
+def check_both_or_neither(x: Any, y: Any) -> None:
+    """Raise a ValueError unless inputs ``x`` and targets ``y`` are both given or both ``None``.
+
+    Scores and figures of a fit take new data as ``(x, y)`` and fall back on the training data when
+    neither is given; half a data set is always a mistake.
+    """
+    if (x is None) != (y is None):
+        raise ValueError("pass both x and y, or neither to use the training data.")
+
+
 def reject_unknown_options(function: str, unknown: Mapping[str, Any], options: Iterable[str]) -> None:
     """Raise a TypeError for keyword arguments that ``function`` does not take.
 

@@ -39,6 +39,7 @@ import pandas as pd
 from probgen._compat import import_arviz
 from probgen._validate import check_positive_float, check_positive_int, check_probability
 from probgen.infer.arviz import as_inference_data
+from probgen.infer.mcmc import DIVERGENCE_ADVICE
 
 __all__ = [
     "ConvergenceReport",
@@ -236,8 +237,7 @@ def _problems(
         per_chain = ", ".join(f"chain {c}: {d}" for c, d in enumerate(divergences))
         problems.append(
             f"{num_div} divergent transition(s) after warm-up ({per_chain}): the sampler could not follow "
-            "the posterior's curvature, so the draws may be biased. Raise target_accept_prob (e.g. to 0.95), "
-            "standardise x and y, or use a tighter prior."
+            f"the posterior's curvature, so the draws may be biased. {DIVERGENCE_ADVICE}"
         )
     low = [(c, b) for c, b in enumerate(bfmi) if b < bfmi_min]
     if low:

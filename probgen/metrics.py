@@ -2,8 +2,10 @@
 
 Regression: :func:`rmse`, :func:`mixture_log_likelihood` (the held-out log-likelihood of the
 Bayesian model average, as the UCI literature reports it), :func:`coverage`, :func:`crps`.
-Classification: :func:`accuracy`, :func:`nll`, :func:`expected_calibration_error`,
+Classification: :func:`accuracy`, :func:`nll`, :func:`expected_calibration_error` (bins from :func:`calibration_bins`),
 :func:`predictive_entropy`, :func:`mutual_information`.
+Samples of a generative model: :func:`energy_distance` (between two samples) and :func:`gaussian_nll`
+(the single-Gaussian baseline a density model should beat).
 
 Arrays of draws lead with their sample dimensions; functions that take ``log_lik`` or
 ``prob_draws`` flatten every dimension except the trailing data dimensions.
@@ -12,6 +14,7 @@ Arrays of draws lead with their sample dimensions; functions that take ``log_lik
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,9 +28,13 @@ __all__ = [
     "crps",
     "accuracy",
     "nll",
+    "CalibrationBins",
+    "calibration_bins",
     "expected_calibration_error",
     "predictive_entropy",
     "mutual_information",
+    "energy_distance",
+    "gaussian_nll",
 ]
 
 
@@ -134,8 +141,59 @@ def nll(probs: Tensor, y: Tensor, *, eps: float = 1e-12) -> float:
     return float(-(picked.clamp_min(eps)).log().mean())
 
 
+class CalibrationBins(NamedTuple):
+    """Top-class confidence binned into equal-width bins on ``[0, 1]``; from :func:`calibration_bins`.
+
+    Only bins that hold at least one point are listed, in increasing order.
+
+    :ivar Tensor centres: the centre of each bin, ``(b + 0.5) / num_bins``.
+    :ivar Tensor counts: the number of points in each bin.
+    :ivar Tensor accuracy: the share of points in each bin whose top class is the label.
+    :ivar Tensor confidence: the mean top-class probability in each bin.
+    :ivar float width: the width of every bin, ``1 / num_bins``.
+    """
+
+    centres: Tensor
+    counts: Tensor
+    accuracy: Tensor
+    confidence: Tensor
+    width: float
+
+
+def calibration_bins(probs: Tensor, y: Tensor, *, num_bins: int = 10) -> CalibrationBins:
+    """Bin the points of a classifier by top-class confidence: what ECE and a reliability diagram read.
+
+    Point ``i`` with top-class probability ``c_i`` falls in bin ``min(floor(c_i num_bins), num_bins - 1)``.
+
+    >>> bins = calibration_bins(torch.tensor([[0.8, 0.2], [0.6, 0.4]]), torch.tensor([0, 1]), num_bins=4)
+    >>> bins.centres.tolist(), bins.accuracy.tolist()
+    ([0.625, 0.875], [0.0, 1.0])
+    """
+    probs, labels = _check_probs(probs, y)
+    num_bins = check_positive_int("num_bins", num_bins)
+    confidence, predicted = probs.max(-1)
+    correct = (predicted == labels).double()
+    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
+    width = 1.0 / num_bins
+    centres, counts, accuracy, mean_confidence = [], [], [], []
+    for b in range(num_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            centres.append((b + 0.5) * width)
+            counts.append(int(in_bin.sum()))
+            accuracy.append(correct[in_bin].mean())
+            mean_confidence.append(confidence[in_bin].double().mean())
+    return CalibrationBins(
+        centres=torch.tensor(centres, dtype=torch.float64),
+        counts=torch.tensor(counts, dtype=torch.long),
+        accuracy=torch.stack(accuracy),
+        confidence=torch.stack(mean_confidence),
+        width=width,
+    )
+
+
 def expected_calibration_error(probs: Tensor, y: Tensor, *, num_bins: int = 10) -> float:
-    """Expected calibration error with equal-width confidence bins.
+    """Expected calibration error with equal-width confidence bins (those of :func:`calibration_bins`).
 
     ``ECE = sum_b (n_b / n) |accuracy_b - confidence_b|`` over bins of the top-class confidence.
 
@@ -146,18 +204,9 @@ def expected_calibration_error(probs: Tensor, y: Tensor, *, num_bins: int = 10) 
     >>> round(expected_calibration_error(probs, torch.tensor([0, 1, 0, 0]), num_bins=5), 6)
     0.35
     """
-    probs, labels = _check_probs(probs, y)
-    num_bins = check_positive_int("num_bins", num_bins)
-    confidence, predicted = probs.max(-1)
-    correct = (predicted == labels).double()
-    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
-    ece = torch.zeros((), dtype=torch.float64)
-    for b in range(num_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            gap = correct[in_bin].mean() - confidence[in_bin].double().mean()
-            ece = ece + in_bin.double().mean() * gap.abs()
-    return float(ece)
+    bins = calibration_bins(probs, y, num_bins=num_bins)
+    share = bins.counts.double() / bins.counts.sum()
+    return float((share * (bins.accuracy - bins.confidence).abs()).sum())
 
 
 def _entropy(p: Tensor) -> Tensor:
@@ -189,3 +238,61 @@ def mutual_information(prob_draws: Tensor) -> Tensor:
     """
     flat = _flatten_draws(torch.as_tensor(prob_draws), 2)
     return _entropy(flat.mean(0)) - _entropy(flat).mean(0)
+
+
+def _rows(name: str, values: Tensor) -> Tensor:
+    """Rows ``(N, ...)`` as float64 vectors ``(N, D)``."""
+    return as_tensor(name, values, dtype=torch.float64).flatten(1)
+
+
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """The energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two samples.
+
+    Uses the unbiased (U-statistic) within-sample means; rows are flattened to vectors. It is zero
+    in expectation when the two samples come from the same distribution and positive otherwise.
+    Draws of a sampler, ``(chain, draw, *event_shape)``, go in as rows: ``draws.get_samples()["x_0"]``.
+
+    :param Tensor x: draws ``(N, ...)``.
+    :param Tensor y: draws ``(M, ...)``, the same trailing shape.
+    :returns: the estimate (it may be slightly negative for identical distributions).
+
+    References:
+        Szekely, G. J. and Rizzo, M. L. (2013). Energy statistics: A class of statistics based on
+        distances. J. Statist. Plann. Inference 143(8), eq. (2).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> a, b = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g)
+    >>> energy_distance(a, b) < 0.02 < energy_distance(a, b + 1.0)
+    True
+    """
+    x, y = _rows("x", x), _rows("y", y)
+    if x.shape[1] != y.shape[1] or x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError(
+            "x and y need at least 2 rows each and the same number of columns, "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}; pass a sampler's draws as rows, draws.get_samples()['x_0']."
+        )
+    n, m = x.shape[0], y.shape[0]
+    xy = torch.cdist(x, y).mean()
+    xx = torch.cdist(x, x).sum() / (n * (n - 1))
+    yy = torch.cdist(y, y).sum() / (m * (m - 1))
+    return float(2.0 * xy - xx - yy)
+
+
+def gaussian_nll(train: Tensor, test: Tensor) -> float:
+    """Mean negative log-density (nats per data point) of ``test`` under one Gaussian fitted to ``train``.
+
+    The Gaussian has the training mean and (maximum-likelihood) full covariance. It is the baseline
+    a density model of the data should beat.
+
+    :param Tensor train: ``(N, ...)``, flattened to vectors.
+    :param Tensor test: ``(M, ...)``, the same trailing shape.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> round(gaussian_nll(torch.randn(20000, 1, generator=g), torch.randn(20000, 1, generator=g)), 2)
+    1.42
+    """
+    train, test = _rows("train", train), _rows("test", test)
+    mean = train.mean(0)
+    cov = torch.atleast_2d(torch.cov(train.T, correction=0))
+    normal = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+    return float(-normal.log_prob(test).mean())

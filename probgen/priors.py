@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from probgen._validate import check_positive_float
 
-__all__ = ["Prior", "GaussianPrior", "fan_in"]
+__all__ = ["Prior", "GaussianPrior", "fan_in", "normal_loc_scale"]
 
 
 def fan_in(param: Tensor) -> int:
@@ -32,6 +32,25 @@ def fan_in(param: Tensor) -> int:
     if param.dim() < 2:
         return 1
     return int(math.prod(param.shape[1:]))
+
+
+def normal_loc_scale(prior: dist.TorchDistribution) -> tuple[Tensor, Tensor] | None:
+    """``(loc, scale)``, expanded to the whole parameter, if ``prior`` is a Normal (or ``Normal(...).to_event(k)``).
+
+    Inference reads a Normal prior in closed form (the flat NUTS kernel's log density, the mean-field
+    KL); anything else, subclasses of Normal included, returns ``None`` and goes the general way.
+
+    >>> loc, scale = normal_loc_scale(dist.Normal(0.0, 2.0).expand([2, 3]).to_event(2))
+    >>> loc.shape, float(scale[0, 0])
+    (torch.Size([2, 3]), 2.0)
+    >>> normal_loc_scale(dist.Laplace(0.0, 1.0)) is None
+    True
+    """
+    base = prior.base_dist if isinstance(prior, dist.Independent) else prior
+    if type(base) not in (dist.Normal, torch.distributions.Normal):
+        return None
+    shape = prior.batch_shape + prior.event_shape
+    return base.loc.expand(shape), base.scale.expand(shape)
 
 
 def _matches(name: str, prefixes: Sequence[str]) -> bool:

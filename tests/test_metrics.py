@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 from probgen import metrics
+from probgen.metrics import energy_distance, gaussian_nll
 
 
 def test_rmse_by_hand():
@@ -82,3 +83,22 @@ def test_bad_metric_input_is_named():
     with pytest.raises(ValueError, match="at least one sample dim"):
         metrics.mixture_log_likelihood(torch.zeros(5))
     assert np.isfinite(metrics.nll(torch.tensor([[1.0, 0.0]]), torch.tensor([1])))
+
+
+def test_energy_distance_and_gaussian_nll():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
+    assert abs(energy_distance(a, b)) < 0.02
+    # the energy distance of N(0, I) and N(mu, I) grows with |mu|
+    assert energy_distance(a, b + 0.5) < energy_distance(a, b + 1.0)
+    train = torch.randn(50000, 1, generator=g)
+    # exact: 0.5 log(2 pi e) = 1.4189 for N(0, 1) scored by itself; se of the test mean ~0.003
+    test = torch.randn(50000, 1, generator=g)
+    nll = -torch.distributions.Normal(0.0, 1.0).log_prob(test).numpy()
+    assert abs(gaussian_nll(train, test) - nll.mean()) < 0.01
+
+
+def test_energy_distance_takes_rows_and_says_so():
+    draws = torch.randn(1, 50, 2)  # (chain, draw, event): a sampler's layout, not rows
+    with pytest.raises(ValueError, match=r"same number of columns.*draws.get_samples\(\)\['x_0'\]"):
+        energy_distance(draws, torch.randn(50, 2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
@@ -23,8 +23,12 @@ from probgen.priors import GaussianPrior
 
 __all__ = ["register", "fit_from_csv"]
 
-METHODS = ("svi", "nuts")
-LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
+Method = Literal["svi", "nuts"]
+#: Inference methods of ``probgen bnn fit``, in the order of :data:`Method`.
+METHODS: tuple[Method, ...] = get_args(Method)
+LikelihoodName = Literal["gaussian", "bernoulli", "categorical"]
+#: Observation models of ``probgen bnn fit --likelihood``, in the order of :data:`LikelihoodName`.
+LIKELIHOODS: tuple[LikelihoodName, ...] = get_args(LikelihoodName)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
@@ -101,7 +105,7 @@ def fit_from_csv(
     data: Path,
     target: str,
     features: list[str] | None,
-    method: str,
+    method: Method,
     out: Path,
     options: argparse.Namespace,
 ) -> tuple[PosteriorResult, dict[str, Path]]:

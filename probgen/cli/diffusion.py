@@ -2,9 +2,10 @@
 
 ``probgen diffusion fit --data FILE.csv|digits|8gaussians|... --out DIR`` trains a
 :class:`~probgen.models.diffusion.DiffusionChain` by its ELBO, scores the full bound on held-out data
-and writes ``DIR/model.pt``, ``DIR/bound.json``, ``DIR/losses.csv`` and ``DIR/samples.png``.
-``probgen diffusion sample --model DIR`` and ``probgen diffusion evaluate --model DIR`` work from the
-saved model. The top-level parser calls :func:`register`.
+and writes ``DIR/model.pt`` (:func:`~probgen.models.diffusion.save_chain`), ``DIR/data.json`` (the data
+set and its standardisation), ``DIR/bound.json``, ``DIR/losses.csv``, ``DIR/checkpoint.pt``,
+``DIR/run.nc`` (the run as ArviZ NetCDF, which ``probgen inspect`` reads) and ``DIR/samples.png``. ``probgen diffusion sample --model DIR`` and ``probgen diffusion evaluate --model DIR``
+work from the saved model. The top-level parser calls :func:`register`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from probgen.datasets.toy2d import TOY2D_NAMES, load_toy2d
 from probgen.infer.diffusion import (
     OBJECTIVES,
     TIMESTEP_SAMPLINGS,
-    energy_distance,
+    BoundResult,
     evaluate_bound,
     fit_diffusion,
-    gaussian_nll,
     sample_ancestral,
     sample_ddim,
 )
+from probgen.metrics import energy_distance, gaussian_nll
 from probgen.models.diffusion import (
     PREDICTIONS,
     SCHEDULE_NAMES,
@@ -41,12 +42,14 @@ from probgen.models.diffusion import (
     DiscretizedGaussianDecoder,
     GaussianDecoder,
     MLPDenoiser,
+    ScheduleName,
     get_schedule,
+    load_chain,
+    save_chain,
 )
 
 __all__ = ["register"]
 
-_FORMAT = "probgen.diffusion/1"
 _SAMPLERS = ("ancestral", "ddim")
 _DATA_HELP = f"a CSV file of numeric columns, 'digits', or a 2-D toy: {', '.join(TOY2D_NAMES)}"
 
@@ -94,39 +97,36 @@ def _load_data(spec: str, *, seed: int, shift: list[float] | None = None, scale:
     return _Data(path.name, (train - loc) / std, (test - loc) / std, loc, std, None)
 
 
-def _build_chain(config: dict[str, Any]) -> DiffusionChain:
-    event_shape = tuple(config["event_shape"])
+def _build_chain(args: argparse.Namespace, event_shape: tuple[int, ...], is_image: bool) -> DiffusionChain:
+    hidden = args.hidden if args.hidden is not None else (32 if is_image else 128)
     net: nn.Module
-    if config["net"] == "conv":
-        net = ConvDenoiser(event_shape[0], hidden_channels=config["hidden"], num_blocks=3)
+    if is_image:
+        net = ConvDenoiser(event_shape[0], hidden_channels=hidden, num_blocks=3)
     else:
-        net = MLPDenoiser(event_shape[0], hidden_dim=config["hidden"])
-    decoder = DiscretizedGaussianDecoder(config["num_levels"]) if config["num_levels"] else GaussianDecoder()
+        net = MLPDenoiser(event_shape[0], hidden_dim=hidden)
+    schedule: ScheduleName = args.schedule if args.schedule is not None else ("log_snr" if is_image else "linear")
     return DiffusionChain(
         net,
-        get_schedule(config["schedule"], config["timesteps"]),
+        get_schedule(schedule, args.timesteps),
         event_shape=event_shape,
-        decoder=decoder,
-        variance=config["variance"],
-        prediction=config["prediction"],
+        decoder=DiscretizedGaussianDecoder(DIGITS_NUM_LEVELS) if is_image else GaussianDecoder(),
+        variance=args.variance,
+        prediction=args.prediction,
     )
 
 
 def _load_model(directory: str) -> tuple[DiffusionChain, dict[str, Any]]:
-    path = Path(directory) / "model.pt"
+    """The saved chain and ``data.json``: the data set, its standardisation and the fit's seed."""
+    path, data_path = Path(directory) / "model.pt", Path(directory) / "data.json"
     if not path.is_file():
         raise ValueError(f"no saved model at {path}; run 'probgen diffusion fit --out {directory}' first.")
-    saved = torch.load(path, weights_only=True)
-    if saved.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a probgen diffusion model (format {saved.get('format')!r}).")
-    chain = _build_chain(saved["config"])
-    chain.net.load_state_dict(saved["net_state"])
-    chain.net.eval()
-    return chain, saved["config"]
+    chain = load_chain(path)
+    if not data_path.is_file():
+        raise ValueError(f"{data_path} is missing; 'probgen diffusion fit --out {directory}' writes it with model.pt.")
+    return chain, json.loads(data_path.read_text())
 
 
-def _bound_summary(chain: DiffusionChain, data: _Data, *, seed: int) -> dict[str, Any]:
-    bound = evaluate_bound(chain, data.test, seed=seed)
+def _bound_summary(bound: BoundResult, data: _Data) -> dict[str, Any]:
     # x = shift + scale * z, so -log p_x(x) = -log p_z(z) + sum_d log scale_d
     log_jacobian = float(data.scale.log().sum())
     nats = bound.nats + log_jacobian
@@ -143,7 +143,7 @@ def _bound_summary(chain: DiffusionChain, data: _Data, *, seed: int) -> dict[str
         "terms": [float(v) for v in bound.terms],
         "seed": bound.seed,
     }
-    if chain.num_dims <= 16 and data.name != "digits":
+    if bound.num_dims <= 16 and data.name != "digits":
         summary["gaussian_nll"] = gaussian_nll(data.train, data.test) + log_jacobian
     if data.entropy is not None:
         summary["entropy"] = data.entropy
@@ -152,29 +152,19 @@ def _bound_summary(chain: DiffusionChain, data: _Data, *, seed: int) -> dict[str
 
 
 def _save_png(samples: Tensor, path: Path, reference: Tensor | None, title: str) -> None:
+    """Rows of images as a grid, of 2-D points as a scatter over ``reference``; written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = samples.detach().double().cpu()
-    if samples.dim() == 4:  # images: a grid
-        n = samples.shape[0]
-        cols = int(math.ceil(math.sqrt(n)))
-        rows = int(math.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8), squeeze=False)
-        for ax in axes.ravel():
-            ax.axis("off")
-        for ax, image in zip(axes.ravel(), samples, strict=False):
-            ax.imshow(image[0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
+    from probgen.plots import plot_image_grid, plot_samples
+
+    if samples.dim() == 4:
+        fig = plot_image_grid(samples, max_images=samples.shape[0], title=title)
     else:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        if reference is not None:
-            ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.3, color="grey", label="held-out data")
-        ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.6, color="C0", label="samples")
-        ax.legend(loc="upper right", markerscale=4)
-        ax.set_aspect("equal")
-    fig.suptitle(title)
+        plot_samples(samples, reference=reference, title=title, ax=ax)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -188,20 +178,7 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     is_image = data.name == "digits"
-    config: dict[str, Any] = {
-        "event_shape": list(data.train.shape[1:]),
-        "net": "conv" if is_image else "mlp",
-        "hidden": args.hidden if args.hidden is not None else (32 if is_image else 128),
-        "num_levels": DIGITS_NUM_LEVELS if is_image else 0,
-        "schedule": args.schedule if args.schedule is not None else ("log_snr" if is_image else "linear"),
-        "timesteps": args.timesteps,
-        "variance": args.variance,
-        "prediction": args.prediction,
-        "data": args.data,
-        "shift": [float(v) for v in data.shift],
-        "scale": [float(v) for v in data.scale],
-    }
-    chain = _build_chain(config)
+    chain = _build_chain(args, tuple(data.train.shape[1:]), is_image)
     result = fit_diffusion(
         chain,
         data.train,
@@ -214,38 +191,49 @@ def _fit(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         checkpoint=out / "checkpoint.pt",
     )
-    config["seed"] = result.seed
-    torch.save(
-        {"format": _FORMAT, "config": config, "net_state": result.chain.net.state_dict()}, out / "model.pt"
-    )
+    save_chain(result.chain, out / "model.pt")
+    saved_data = {
+        "data": args.data,
+        "shift": [float(v) for v in data.shift],
+        "scale": [float(v) for v in data.scale],
+        "seed": result.seed,
+    }
+    (out / "data.json").write_text(json.dumps(saved_data, indent=2) + "\n")
     np.savetxt(out / "losses.csv", result.losses.numpy(), header="loss", comments="")
-    summary = _bound_summary(result.chain, data, seed=args.seed)
-    draws = sample_ancestral(result.chain, args.num_samples, seed=args.seed)
+    bound = evaluate_bound(result.chain, data.test, seed=args.seed)
+    summary = _bound_summary(bound, data)
+    samples = sample_ancestral(result.chain, num_samples=args.num_samples, seed=args.seed)
+    draws = samples.get_samples()["x_0"]
     if not is_image:
-        summary["energy_distance"] = energy_distance(draws.samples, data.test[: args.num_samples])
+        summary["energy_distance"] = energy_distance(draws, data.test[: args.num_samples])
     (out / "bound.json").write_text(json.dumps(summary, indent=2) + "\n")
+    result.to_arviz(bound=bound, samples=samples).to_netcdf(str(out / "run.nc"))  # in model units
     _save_png(
-        _to_data_units(draws.samples, data),
+        _to_data_units(draws, data),
         out / "samples.png",
         None if is_image else _to_data_units(data.test, data),
         f"{data.name}: bound {summary['nats']:.3f} nats",
     )
     print(
         f"bound on {summary['num_test']} held-out points: {summary['nats']:.4f} +- {summary['nats_se']:.4f} nats "
-        f"({summary['bits_per_dim']:.4f} bits/dim); wrote {out}/model.pt, bound.json, losses.csv, samples.png"
+        f"({summary['bits_per_dim']:.4f} bits/dim); wrote {out}/model.pt, data.json, bound.json, losses.csv, "
+        "run.nc, samples.png"
     )
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    chain, config = _load_model(args.model)
+    chain, saved = _load_model(args.model)
     if args.sampler == "ddim":
-        draws = sample_ddim(chain, args.num_samples, num_steps=args.ddim_steps, eta=args.eta, seed=args.seed)
+        draws = sample_ddim(
+            chain, num_samples=args.num_samples, num_sampling_steps=args.ddim_steps, eta=args.eta, seed=args.seed
+        )
     else:
-        draws = sample_ancestral(chain, args.num_samples, seed=args.seed)
-    shift = torch.tensor(config["shift"], dtype=draws.samples.dtype)
-    scale = torch.tensor(config["scale"], dtype=draws.samples.dtype)
-    samples = draws.samples if draws.samples.dim() == 4 else draws.samples * scale + shift
+        draws = sample_ancestral(chain, num_samples=args.num_samples, seed=args.seed)
+    rows = draws.get_samples()["x_0"]
+    shift = torch.tensor(saved["shift"], dtype=rows.dtype)
+    scale = torch.tensor(saved["scale"], dtype=rows.dtype)
+    samples = rows if rows.dim() == 4 else rows * scale + shift
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
@@ -266,7 +254,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         # another CSV file: score every row, in the fitted standardisation
         data = _load_data(args.data, seed=config["seed"], shift=config["shift"], scale=config["scale"])
-    summary = _bound_summary(chain, data, seed=args.seed)
+    summary = _bound_summary(evaluate_bound(chain, data.test, seed=args.seed), data)
     text = json.dumps(summary, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -311,12 +299,13 @@ def register(subparsers: Any) -> None:
         "fit",
         help="train by the ELBO, evaluate the bound and write samples",
         description="Train a diffusion chain by an unbiased estimate of its ELBO, score the full bound "
-        "on held-out data and write DIR/model.pt, bound.json, losses.csv, checkpoint.pt and samples.png. "
+        "on held-out data and write DIR/model.pt, data.json, bound.json, losses.csv, checkpoint.pt, run.nc "
+        "(the run as ArviZ NetCDF, for 'probgen inspect') and samples.png. "
         "CSV data are standardised and split 80/20; the bound is reported in the data's own units.",
     )
     fit.add_argument("--data", required=True, help=_DATA_HELP)
     fit.add_argument("--out", required=True, help="output directory")
-    fit.add_argument("--timesteps", type=int, default=100, help="diffusion steps T (default 100)")
+    fit.add_argument("--timesteps", type=int, default=100, help="diffusion steps T of the chain (default 100)")
     fit.add_argument(
         "--schedule", choices=SCHEDULE_NAMES, default=None, help="noise schedule (default linear; log_snr for digits)"
     )
@@ -352,7 +341,7 @@ def register(subparsers: Any) -> None:
     sample.add_argument("--out", required=True, help="output file, .png or .csv")
     sample.add_argument("--num-samples", type=int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--sampler", choices=_SAMPLERS, default="ancestral", help="ancestral (the Pyro model) or ddim")
-    sample.add_argument("--ddim-steps", type=int, default=None, help="DDIM steps (default: all T)")
+    sample.add_argument("--ddim-steps", type=int, default=None, help="steps DDIM visits (default: all T of the chain)")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta, 0 deterministic to 1 (default 0)")
     sample.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sample.set_defaults(func=_guarded(_sample))

@@ -1,7 +1,9 @@
 """``probgen inspect FILE.nc``: the summary table and convergence checks of a saved posterior.
 
 The file is one that :func:`probgen.to_arviz` wrote (``posterior.nc`` of ``probgen bnn fit``),
-or any ArviZ NetCDF file with a posterior group.
+or any ArviZ NetCDF file with a posterior group. A diffusion run saved by a diffusion result's
+``to_arviz()`` has no posterior; for it the command prints the run's configuration, its training
+loss, its bound and the shape of its samples.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def handler(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"probgen inspect: cannot read {path} as ArviZ NetCDF ({err}).", file=sys.stderr)
         return 2
+    if idata.attrs.get("inference_method") == "diffusion":
+        print("\n".join(_diffusion_lines(path, idata)))
+        return 0
     if "posterior" not in idata.groups():
         print(f"probgen inspect: {path} has no posterior group.", file=sys.stderr)
         return 2
@@ -71,3 +76,36 @@ def handler(args: argparse.Namespace) -> int:
     else:
         print("all checks passed.")
     return 1 if args.strict and report.problems else 0
+
+
+#: The chain's and the fit's configuration, in the order ``probgen inspect`` prints them.
+_DIFFUSION_KEYS = (
+    "net", "schedule", "num_timesteps", "event_shape", "decoder", "variance", "prediction",
+    "objective", "timestep_sampling", "num_steps", "batch_size", "lr", "final_lr", "ema_decay", "seed",
+)  # fmt: skip
+
+
+def _diffusion_lines(path: Path, idata: Any) -> list[str]:
+    """What a saved diffusion run holds: configuration, final loss, bound, samples."""
+    attrs = idata.attrs
+    config = ", ".join(f"{key}={_value(attrs[key])}" for key in _DIFFUSION_KEYS if key in attrs)
+    lines = [f"{path}: a diffusion run ({', '.join(idata.groups())})", f"configuration: {config}"]
+    if "losses" in idata.groups():
+        loss = idata.losses["loss"].values
+        lines.append(f"training: {loss.size} steps, final loss {loss[-1]:.4g} ({attrs.get('objective', '?')})")
+    if "bound" in idata.groups():
+        bound = idata.bound.attrs
+        lines.append(
+            f"bound on {idata.bound['x_0'].sizes['obs_id']} points: {bound['nats']:.4f} +- {bound['nats_se']:.4f} "
+            f"nats ({bound['bits_per_dim']:.4f} bits/dim), a negative ELBO: an upper bound on -log p(x), not a "
+            "log-likelihood"
+        )
+    if "posterior_predictive" in idata.groups():
+        draws = idata.posterior_predictive["x_0"]
+        sampler = idata.posterior_predictive.attrs.get("sampler", "?")
+        lines.append(f"samples: {sampler}, x_0 of shape {dict(draws.sizes)}")
+    return lines
+
+
+def _value(value: Any) -> str:
+    return str(list(value)) if hasattr(value, "__len__") and not isinstance(value, str) else str(value)

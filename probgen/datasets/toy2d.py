@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ CHECKERBOARD_ENTROPY = math.log(32.0)
 
 Toy2DName = Literal["8gaussians", "checkerboard", "two_moons", "swiss_roll"]
 #: The toy names accepted by :func:`load_toy2d`, in the order of :data:`Toy2DName`.
-TOY2D_NAMES: tuple[Toy2DName, ...] = ("8gaussians", "checkerboard", "two_moons", "swiss_roll")
+TOY2D_NAMES: tuple[Toy2DName, ...] = get_args(Toy2DName)
 
 
 class Toy2D(NamedTuple):

@@ -52,6 +52,7 @@ from torch.distributions.transforms import Transform
 from probgen._validate import check_choice
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian
 from probgen.models.bnn import BNN
+from probgen.priors import normal_loc_scale
 
 __all__ = ["FlatLogDensity", "BNNLogDensity", "SiteSlice", "compile_bnn", "Kernel", "KERNELS"]
 
@@ -270,15 +271,6 @@ class _Layer(NamedTuple):
     activation: type | None  # applied after the affine map
 
 
-def _normal_params(prior: Any) -> tuple[Tensor, Tensor] | None:
-    """``(loc, scale)`` if ``prior`` is an (Independent) Normal over the whole parameter."""
-    base = prior.base_dist if isinstance(prior, dist.Independent) else prior
-    if type(base) not in (dist.Normal, torch.distributions.Normal):
-        return None
-    shape = prior.batch_shape + prior.event_shape
-    return base.loc.expand(shape), base.scale.expand(shape)
-
-
 def _mlp_layers(model: BNN) -> list[_Layer] | None:
     """The network as affine layers with activations, or ``None`` if it is not such an MLP.
 
@@ -299,7 +291,7 @@ def _mlp_layers(model: BNN) -> list[_Layer] | None:
             for attr in ("weight", "bias"):
                 name = prefix + attr
                 if name in model.weight_priors:
-                    if _normal_params(model.weight_priors[name]) is None:
+                    if normal_loc_scale(model.weight_priors[name]) is None:
                         return None
                     parts.append(name)
                 else:
@@ -341,7 +333,7 @@ class MLPLogDensity(BNNLogDensity):
         prec = x.new_zeros(self.dim)
         const = 0.0
         for name in model.weight_priors:
-            params = _normal_params(model.weight_priors[name])
+            params = normal_loc_scale(model.weight_priors[name])
             if params is None:  # _mlp_layers checked every weight prior
                 raise TypeError(f"the prior of {name!r} is not Normal.")
             site = self.index[name]

@@ -23,21 +23,11 @@ from pyro.infer.autoguide import AutoGuide, AutoNormal
 from torch import Tensor
 from torch.distributions import biject_to
 
+from probgen._math import normal_kl
 from probgen.models.bnn import BNN
+from probgen.priors import normal_loc_scale
 
 __all__ = ["applies", "meanfield_loss"]
-
-
-def _normal_base(prior: dist.TorchDistribution) -> dist.Normal | None:
-    """The Normal behind ``Normal(...).to_event(k)`` (or a bare Normal), else None."""
-    base = prior.base_dist if isinstance(prior, dist.Independent) else prior
-    return base if isinstance(base, dist.Normal) else None
-
-
-def _kl_normal(loc: Tensor, scale: Tensor, prior_loc: Tensor, prior_scale: Tensor) -> Tensor:
-    """``KL(N(loc, scale) || N(prior_loc, prior_scale))`` summed over elements, in closed form."""
-    ratio = (scale / prior_scale) ** 2
-    return 0.5 * (ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - ratio.log()).sum()
 
 
 def applies(model: object, guide: AutoGuide, elbo_name: str) -> bool:
@@ -46,7 +36,7 @@ def applies(model: object, guide: AutoGuide, elbo_name: str) -> bool:
         isinstance(model, BNN)
         and type(guide) is AutoNormal
         and elbo_name == "meanfield"
-        and all(_normal_base(p) is not None for p in model.weight_priors.values())
+        and all(normal_loc_scale(p) is not None for p in model.weight_priors.values())
     )
 
 
@@ -66,9 +56,11 @@ def meanfield_loss(
     for name, prior in model.weight_priors.items():
         loc, scale = guide._get_loc_and_scale(name)
         weights[name] = loc + scale * torch.randn(shape + loc.shape, dtype=loc.dtype)
-        base = _normal_base(prior)
-        assert base is not None  # guaranteed by applies()
-        kl = kl + _kl_normal(loc, scale, base.loc, base.scale)
+        normal = normal_loc_scale(prior)
+        assert normal is not None  # guaranteed by applies()
+        prior_loc, prior_scale = normal
+        # the closed-form KL of the guide's Normal against the Normal prior, summed over the weights
+        kl = kl + normal_kl(loc, 2.0 * scale.log(), prior_loc, 2.0 * prior_scale.log()).sum()
     globals_: dict[str, Tensor] = {}
     mc_terms = x.new_zeros(shape)
     for name, prior in model.global_priors.items():

@@ -20,6 +20,12 @@ user's own Pyro program give the same groups:
 
 :func:`load_result` reads such an InferenceData (or its NetCDF file) back into a result that
 predicts exactly as the original, without refitting.
+
+A diffusion run converts in the last section, :func:`diffusion_to_arviz` (what the diffusion results'
+``to_arviz()`` call): its samples as ``posterior_predictive``, its bound per data point and per term
+as the ``log_likelihood``-like groups ``bound`` and ``bound_terms`` (named for what they are, and
+saying so in their attributes), the scored data as ``observed_data``, the training ``losses``, and the
+configuration as attributes.
 """
 
 from __future__ import annotations
@@ -37,9 +43,16 @@ from probgen._compat import import_arviz
 from probgen._types import SAMPLE_DIMS
 from probgen.infer._dispatch import as_inference_model
 from probgen.infer._model import ModelData
-from probgen.infer.results import MCMCResult, PosteriorResult, SVIResult
+from probgen.infer.results import (
+    BoundResult,
+    DiffusionFitResult,
+    DiffusionSamples,
+    MCMCResult,
+    PosteriorResult,
+    SVIResult,
+)
 
-__all__ = ["to_arviz", "load_result", "as_inference_data"]
+__all__ = ["to_arviz", "load_result", "as_inference_data", "diffusion_to_arviz"]
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -189,8 +202,18 @@ def to_arviz(
     >>> idata.log_likelihood["obs"].shape
     (1, 50, 20)
     """
+    if isinstance(result, DiffusionSamples):
+        return diffusion_to_arviz(samples=result)
+    if isinstance(result, BoundResult):
+        return diffusion_to_arviz(bound=result)
+    if isinstance(result, DiffusionFitResult):
+        return diffusion_to_arviz(fit=result)
     if not isinstance(result, PosteriorResult):
-        raise TypeError(f"result must be a probgen result (from fit_nuts or fit_svi), got {type(result).__name__}.")
+        raise TypeError(
+            "result must be a probgen result (from fit_nuts, fit_svi, fit_diffusion, evaluate_bound or a "
+            "diffusion sampler), "
+            f"got {type(result).__name__}."
+        )
     az = import_arviz()
     seed = result.seed if seed is None else seed
     data = result.data
@@ -218,8 +241,9 @@ def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
 
     Diagnostics and plots accept any of the three through this function.
 
-    :param source: a :class:`PosteriorResult`, an ``arviz.InferenceData`` (returned as is), or
-        a ``str`` / ``os.PathLike`` naming a file written by ``InferenceData.to_netcdf``.
+    :param source: a :class:`PosteriorResult` or :class:`~probgen.infer.results.DiffusionSamples`, an
+        ``arviz.InferenceData`` (returned as is), or a ``str`` / ``os.PathLike`` naming a file written
+        by ``InferenceData.to_netcdf``.
     :param bool predictive: passed to :func:`to_arviz` for results.
     :raises TypeError: for anything else.
     :raises FileNotFoundError: for a path that does not exist.
@@ -227,12 +251,14 @@ def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
     az = import_arviz()
     if isinstance(source, PosteriorResult):
         return to_arviz(source, predictive=predictive)
-    if isinstance(source, az.InferenceData):
-        return source
+    if isinstance(source, (DiffusionFitResult, BoundResult, DiffusionSamples)):
+        return source.to_arviz()
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; pass the path of a posterior.nc file.")
-        return az.from_netcdf(os.fspath(source))
+        source = os.fspath(source)
+    if isinstance(source, (az.InferenceData, str)):
+        return az.convert_to_inference_data(source)  # an InferenceData as it is; a path through from_netcdf
     raise TypeError(
         "expected a probgen result, an arviz.InferenceData or the path of a NetCDF file, "
         f"got {type(source).__name__}."
@@ -347,3 +373,176 @@ def _as_tensor_like(values: np.ndarray, like: Tensor | None) -> Tensor:
     if like is not None and tensor.is_floating_point():
         tensor = tensor.to(like.dtype)
     return tensor
+
+
+# ---------------------------------------------------------------------------------------------- diffusion
+#: What the ``bound`` groups hold, stated in their attributes: a bound, not a log-likelihood.
+BOUND_QUANTITY = (
+    "negative ELBO in nats per data point: an upper bound on -log p(x_0) (on the discrete NLL with a "
+    "discretised decoder); it is a variational bound, not a log-likelihood"
+)
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes NetCDF can hold: no ``None`` (dropped), bools as ints, sequences as lists."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, (list, tuple)):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def _dataset(values: Mapping[str, Tensor], dims: Mapping[str, list[str]], coords: Any, attrs: Any, *, draws: bool) -> Any:
+    """One xarray group; ``draws=False`` for a group without the ``(chain, draw)`` dims."""
+    az = import_arviz()
+    return az.dict_to_dataset(
+        _numpy_dict(values), dims=dict(dims), coords=coords, attrs=attrs, default_dims=None if draws else []
+    )
+
+
+def _event_dims(count: int) -> list[str]:
+    return [f"x_0_dim_{i}" for i in range(count)]
+
+
+def _samples_groups(draws: DiffusionSamples) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``posterior_predictive`` (and ``constant_data`` for a conditional sampler), and their attrs."""
+    rows = ["obs_id"] if draws.x_observed is not None else []
+    event = _event_dims(draws.samples.dim() - 2 - len(rows))
+    values = draws.get_samples(group_by_chain=True)
+    dims = {"x_0": rows + event, "trajectory": ["step", *rows, *event]}
+    coords = None if draws.trajectory is None else {"step": _numpy(draws.steps)}
+    attrs = _plain(
+        {
+            "sampler": draws.sampler,
+            "seed": int(draws.seed),
+            "wall_time": float(draws.wall_time),
+            "steps": [int(t) for t in draws.steps],
+            "eta": draws.eta,
+        }
+    )
+    groups = {"posterior_predictive": _dataset(values, dims, coords, attrs, draws=True)}
+    if draws.x_observed is not None and draws.mask is not None:
+        constant = {"x_observed": draws.x_observed, "mask": draws.mask}
+        constant_dims = {"x_observed": rows + event, "mask": rows + event}
+        groups["constant_data"] = _dataset(constant, constant_dims, None, None, draws=False)
+    summary = {"sampler": draws.sampler, "sampler_seed": int(draws.seed), "num_chains": draws.num_chains}
+    return groups, {**summary, "num_draws": draws.num_draws}
+
+
+def _bound_groups(bound: BoundResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``bound`` and ``bound_terms`` (log_likelihood-like: one chain, one draw, per data point) and
+    ``observed_data`` (the data scored), and the summary as attrs."""
+    summary = {
+        "nats": bound.nats,
+        "nats_se": bound.nats_se,
+        "bits_per_dim": bound.bits_per_dim,
+        "bits_per_dim_se": bound.bits_per_dim_se,
+        "num_dims": bound.num_dims,
+        "seed": int(bound.seed),
+        "wall_time": float(bound.wall_time),
+    }
+    attrs = {"quantity": BOUND_QUANTITY, **summary}
+    terms_attrs = {"quantity": "the terms L_0 (decoder), L_1, ..., L_{T-1} (KLs), L_T (prior KL) of the bound, in nats"}
+    event = _event_dims(bound.data.dim() - 1)
+    groups = {
+        "bound": _dataset({"x_0": bound.per_example[None, None]}, {"x_0": ["obs_id"]}, None, attrs, draws=True),
+        "bound_terms": _dataset(
+            {"x_0": bound.per_example_terms[None, None]},
+            {"x_0": ["obs_id", "term"]},
+            {"term": np.arange(bound.per_example_terms.shape[1])},
+            terms_attrs,
+            draws=True,
+        ),
+        "observed_data": _dataset({"x_0": bound.data}, {"x_0": ["obs_id", *event]}, None, None, draws=False),
+    }
+    return groups, {f"bound_{key}": value for key, value in summary.items()}
+
+
+def _fit_groups(fit: DiffusionFitResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``losses`` (the training objective per optimisation step) and the run's options as attrs."""
+    last = int(fit.state.step)
+    steps = np.arange(last - fit.losses.shape[0] + 1, last + 1)
+    config = {**fit.state.config, "num_steps": last, "wall_time": float(fit.wall_time)}
+    groups = {"losses": _dataset({"loss": fit.losses}, {"loss": ["step"]}, {"step": steps}, None, draws=False)}
+    return groups, config
+
+
+def diffusion_to_arviz(
+    *,
+    fit: DiffusionFitResult | None = None,
+    bound: BoundResult | None = None,
+    samples: DiffusionSamples | None = None,
+) -> Any:
+    """A diffusion run as one ``arviz.InferenceData``: any of its fit, bound evaluation and samples.
+
+    Groups, each present when its source is given:
+
+    ==========================  ====================================================================
+    ``posterior_predictive``    ``samples``: ``x_0`` ``(chain, draw, *event)`` (a conditional sampler:
+                                ``(chain, draw, obs_id, *event)``); with ``return_chain=True`` also
+                                ``trajectory``, with ``step`` coordinates (the visited steps, ``T..0``)
+    ``constant_data``           a conditional sampler's ``x_observed`` and ``mask``
+    ``bound``                   ``bound``: ``x_0``, the negative ELBO of each data point, ``(chain=1,
+                                draw=1, obs_id)``, laid out like ``log_likelihood`` but named for what
+                                it is, a bound (its ``quantity`` attribute says so)
+    ``bound_terms``             ``x_0``, every term ``L_k`` of every data point, ``(1, 1, obs_id, term)``
+    ``observed_data``           ``x_0``, the data the bound scored
+    ``losses``                  ``fit``: ``loss``, the training objective at every optimisation ``step``
+    ==========================  ====================================================================
+
+    Attributes record the configuration: ``inference_library``, ``inference_library_version``,
+    ``inference_method`` (``"diffusion"``), the chain's (``net``, ``schedule``, ``num_timesteps``,
+    ``event_shape``, ``decoder``, ``variance``, ``prediction``), the fit's options (``seed``,
+    ``objective``, ``timestep_sampling``, ``lr``, ``final_lr``, ``decay_steps``, ``batch_size``,
+    ``ema_decay``, ``grad_clip``, ``num_steps``, ``wall_time``), the bound's summary (``bound_nats``,
+    ``bound_nats_se``, ``bound_bits_per_dim``, ...) and the sampler's (``sampler``, ``sampler_seed``,
+    ``num_chains``, ``num_draws``); each group's attributes repeat what belongs to it. Options that
+    are ``None`` are left out (NetCDF stores no ``None``).
+
+    :param fit: from :func:`~probgen.infer.diffusion.fit_diffusion`.
+    :param bound: from :func:`~probgen.infer.diffusion.evaluate_bound`.
+    :param samples: from a sampler of :mod:`probgen.infer.diffusion`.
+    :returns: an ``arviz.InferenceData``; ``to_netcdf`` saves it and ``az.from_netcdf`` reads it back.
+    :raises ValueError: if nothing is given.
+    :raises TypeError: for a source of the wrong type.
+
+    Example:
+
+    >>> from probgen.infer.diffusion import sample_ancestral
+    >>> from probgen.models.diffusion import DiffusionChain, MLPDenoiser, get_schedule
+    >>> chain = DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("linear", 5), event_shape=(2,))
+    >>> idata = diffusion_to_arviz(samples=sample_ancestral(chain, num_samples=10, num_chains=2, seed=0))
+    >>> idata.posterior_predictive["x_0"].dims, idata.posterior_predictive["x_0"].shape
+    (('chain', 'draw', 'x_0_dim_0'), (2, 10, 2))
+    >>> idata.attrs["schedule"], int(idata.attrs["num_timesteps"])
+    ('linear', 5)
+    """
+    parts = [
+        (fit, DiffusionFitResult, _fit_groups),
+        (bound, BoundResult, _bound_groups),
+        (samples, DiffusionSamples, _samples_groups),
+    ]
+    given = [(source, kind, build) for source, kind, build in parts if source is not None]
+    if not given:
+        raise ValueError("diffusion_to_arviz needs a fit, a bound or samples.")
+    az = import_arviz()
+    groups: dict[str, Any] = {}
+    attrs: dict[str, Any] = {
+        "inference_library": "probgen",
+        "inference_library_version": _probgen_version(),
+        "inference_method": "diffusion",
+    }
+    for source, kind, build in given:
+        if not isinstance(source, kind):
+            raise TypeError(f"expected a {kind.__name__}, got {type(source).__name__}.")
+        built, part_attrs = build(source)  # type: ignore[operator]
+        groups.update(built)
+        attrs.update(part_attrs)
+    first = next(source for source in (fit, bound, samples) if source is not None)
+    chain_config = first.chain_config  # the fit's chain, else the scored or sampled one
+    return az.InferenceData(attrs=_plain({**attrs, **chain_config}), **groups)

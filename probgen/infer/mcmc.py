@@ -57,7 +57,7 @@ from probgen.infer._workers import available_cores, run_jobs
 from probgen.infer.nuts import STAT_NAMES, NUTSConfig, run_chains, typed_stats
 from probgen.infer.results import MCMCResult
 
-__all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "warn_about_draws"]
+__all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "DIVERGENCE_ADVICE", "warn_about_draws"]
 
 Backend = Literal["auto", "flat", "pyro"]
 #: Warn when more than this fraction of draws reach ``max_tree_depth``.
@@ -188,6 +188,12 @@ def _resolve_backend(backend: str, spec: InferenceModel, data: ModelData) -> str
     return backend
 
 
+#: What to do about divergent transitions; the sampler's warning and the convergence report both give it.
+DIVERGENCE_ADVICE = (
+    "Raise target_accept_prob (e.g. to 0.95), standardise the data, use a tighter prior or reparametrise the model."
+)
+
+
 def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stacklevel: int = 2) -> None:
     """Warn about divergent draws and draws whose trees reached ``max_tree_depth``.
 
@@ -197,7 +203,7 @@ def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stackl
     if divergences:
         warnings.warn(
             f"{divergences} of {stats['diverging'].numel()} draws diverged; the posterior is not "
-            "explored reliably. Raise target_accept_prob (e.g. 0.95) or reparametrise the model.",
+            f"explored reliably. {DIVERGENCE_ADVICE}",
             RuntimeWarning,
             stacklevel=stacklevel + 1,
         )

@@ -14,6 +14,11 @@ SVI and MCMC results share one protocol, so downstream code never branches on th
 
 A result holds the model behind the inference seam (:class:`~probgen.infer._model.InferenceModel`),
 the draws and the data they condition on; ``result.model`` is the model as fitted (a copy).
+
+Diffusion models (:mod:`probgen.infer.diffusion`) have results of their own, in the last section:
+:class:`DiffusionFitResult` and its resumable :class:`DiffusionTrainState`, :class:`BoundResult`,
+and :class:`DiffusionSamples`, whose draws lead with the same ``(chain, draw)`` dims and which
+converts to ArviZ like every posterior. Every result records its ``seed`` and ``wall_time``.
 """
 
 from __future__ import annotations
@@ -21,17 +26,30 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
 from probgen._io import load_checkpoint, save_checkpoint
 from probgen._types import SAMPLE_DIMS, Samples
-from probgen._validate import check_seed
+from probgen._validate import check_both_or_neither, check_seed
 from probgen.infer._model import InferenceModel, ModelData
+from probgen.models.diffusion.chain import DiffusionChain
+from probgen.models.diffusion.io import read_checkpoint, write_checkpoint
 
-__all__ = ["PosteriorResult", "MCMCResult", "SVIResult", "SVIState"]
+__all__ = [
+    "PosteriorResult",
+    "MCMCResult",
+    "SVIResult",
+    "SVIState",
+    "BoundResult",
+    "DiffusionFitResult",
+    "DiffusionSamples",
+    "DiffusionTrainState",
+    "Sampler",
+    "SAMPLERS",
+]
 
 
 class SVIState(NamedTuple):
@@ -172,8 +190,8 @@ class PosteriorResult:
         a Pyro program a dict ``{observed site: (chain, draw, *batch)}``.
         """
         if args or model_kwargs:
-            if self.spec.kind == "bnn" and len(args) != 2:
-                raise ValueError("pass both x and y, or neither to use the training data.")
+            if self.spec.kind == "bnn":
+                check_both_or_neither(args[0] if args else None, args[1] if len(args) > 1 else None)
             data = self.spec.bind(args, _check_model_kwargs(model_kwargs), fit=True)
         else:
             data = self._training()
@@ -250,5 +268,218 @@ class SVIResult(PosteriorResult):
     guide_name: str | None = None
 
     def _summary(self) -> list[str]:
-        final = f"{float(self.losses[-1]):.4g}" if self.losses.numel() else "n/a"
-        return super()._summary() + [f"guide={self.guide_name}", f"{self.losses.numel()} steps", f"final loss={final}"]
+        steps = [f"guide={self.guide_name}", f"{self.losses.numel()} steps", f"final loss={_final_loss(self.losses)}"]
+        return super()._summary() + steps
+
+
+def _final_loss(losses: Tensor) -> str:
+    return f"{float(losses[-1]):.4g}" if losses.numel() else "n/a"
+
+
+# ---------------------------------------------------------------------------------------------- diffusion
+#: The ``"format"`` of a file written by :meth:`DiffusionTrainState.save`.
+TRAIN_STATE_FORMAT = "probgen.diffusion_train_state"
+TRAIN_STATE_VERSION = 1
+
+
+class DiffusionTrainState(NamedTuple):
+    """Everything :func:`~probgen.infer.diffusion.fit_diffusion` needs to continue a run exactly.
+
+    Pass it as ``init_state=``; :meth:`save` writes it and :meth:`load` reads it back (with
+    ``torch.load(weights_only=True)``).
+
+    :ivar int step: optimisation steps taken so far.
+    :ivar dict net_state: the network's ``state_dict``.
+    :ivar dict optimizer_state: Adam's ``state_dict``.
+    :ivar ema_state: the ``state_dict`` of the ``torch.optim.swa_utils.AveragedModel`` that keeps the
+        exponential moving average of the weights and buffers (with its ``n_averaged``), or ``None``
+        without EMA.
+    :ivar scheduler_state: the learning-rate scheduler's ``state_dict``, or ``None`` without decay.
+    :ivar dict sampler_state: the :class:`~probgen.infer.diffusion.TimestepSampler`'s state.
+    :ivar Tensor rng_state: the state of the torch generator that draws minibatches, steps and noise.
+    :ivar dict config: the run's options (``seed``, ``objective``, ``timestep_sampling``, ``lr``,
+        ``final_lr``, ``decay_steps``, ``batch_size``, ``ema_decay``, ``grad_clip``, ``num_timesteps``).
+    """
+
+    step: int
+    net_state: dict[str, Tensor]
+    optimizer_state: dict[str, Any]
+    ema_state: dict[str, Tensor] | None
+    scheduler_state: dict[str, Any] | None
+    sampler_state: dict[str, Any]
+    rng_state: Tensor
+    config: dict[str, Any]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state to ``path`` (``torch.save``, atomically: a crash leaves the old file)."""
+        write_checkpoint(self._asdict(), path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DiffusionTrainState:
+        """Read a state written by :meth:`save` (or by ``fit_diffusion(checkpoint=...)``).
+
+        :raises FileNotFoundError: if there is no file at ``path``.
+        :raises ValueError: for a file that is not a training state (a saved chain, a foreign file,
+            a checkpoint of an older or a newer probgen).
+        """
+        raw = read_checkpoint(
+            path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION, what="a diffusion training state"
+        )
+        return cls(**{name: raw[name] for name in cls._fields})
+
+
+@dataclass(frozen=True, repr=False)
+class DiffusionFitResult:
+    """The result of :func:`~probgen.infer.diffusion.fit_diffusion`.
+
+    :ivar DiffusionChain chain: a new chain holding the trained network (the EMA network when
+        ``ema_decay`` is set); the chain passed in is left untouched.
+    :ivar Tensor losses: the minibatch objective at every step of this call, in nats per data point
+        for ``"elbo"`` (an unbiased estimate of the negative ELBO), mean squared error for ``"eps_mse"``.
+    :ivar int seed: the seed of the run (the original seed when resumed).
+    :ivar float wall_time: seconds this call took.
+    :ivar DiffusionTrainState state: the state after the last step; pass it as ``init_state`` to resume.
+    """
+
+    chain: DiffusionChain
+    losses: Tensor
+    seed: int
+    wall_time: float
+    state: DiffusionTrainState
+
+    def to_arviz(self, *, bound: BoundResult | None = None, samples: DiffusionSamples | None = None) -> Any:
+        """The run as an ``arviz.InferenceData``: its losses and configuration, and the ``bound`` and
+        ``samples`` of the trained chain if given; see :func:`probgen.infer.arviz.diffusion_to_arviz`."""
+        from probgen.infer.arviz import diffusion_to_arviz  # the converter imports this module
+
+        return diffusion_to_arviz(fit=self, bound=bound, samples=samples)
+
+    @property
+    def chain_config(self) -> dict[str, Any]:
+        """The trained chain's configuration, ``chain.describe()``."""
+        return self.chain.describe()
+
+    def __repr__(self) -> str:
+        return (
+            f"DiffusionFitResult({self.state.step} steps, objective={self.state.config['objective']!r}, "
+            f"final loss={_final_loss(self.losses)}; seed={self.seed}; wall_time={self.wall_time:.1f} s)"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class BoundResult:
+    """The full variational bound on a data set, from :func:`~probgen.infer.diffusion.evaluate_bound`.
+
+    :ivar float nats: the mean over data points of ``-ELBO(x_0) = L_T + sum_t L_{t-1}``, in nats per
+        data point (an upper bound on the negative log-likelihood in expectation).
+    :ivar float nats_se: its standard error over data points.
+    :ivar float bits_per_dim: ``nats / (D log 2)``, with ``D`` the number of dimensions.
+    :ivar float bits_per_dim_se: its standard error.
+    :ivar Tensor terms: the mean of each term, shape ``(T + 1,)``: ``terms[0]`` is ``L_0`` (the decoder),
+        ``terms[k]`` is ``L_k`` for ``k = 1..T-1``, ``terms[T]`` is ``L_T`` (the prior KL).
+    :ivar Tensor terms_se: the standard errors of ``terms``.
+    :ivar Tensor per_example: ``-ELBO`` of each data point, shape ``(N,)``.
+    :ivar Tensor per_example_terms: every term of every data point, shape ``(N, T + 1)``, columns as
+        in ``terms``; ``per_example`` is their sum over columns.
+    :ivar Tensor data: the data points scored, ``(N, *event_shape)``.
+    :ivar int num_dims: ``D``.
+    :ivar int seed: the seed of the noise draws.
+    :ivar float wall_time: seconds the evaluation took.
+    :ivar dict chain_config: the scored chain's configuration, ``DiffusionChain.describe()``.
+    """
+
+    nats: float
+    nats_se: float
+    bits_per_dim: float
+    bits_per_dim_se: float
+    terms: Tensor
+    terms_se: Tensor
+    per_example: Tensor
+    per_example_terms: Tensor
+    data: Tensor
+    num_dims: int
+    seed: int
+    wall_time: float
+    chain_config: dict[str, Any]
+
+    def to_arviz(self) -> Any:
+        """The bound as an ``arviz.InferenceData``; see :func:`probgen.infer.arviz.diffusion_to_arviz`."""
+        from probgen.infer.arviz import diffusion_to_arviz  # the converter imports this module
+
+        return diffusion_to_arviz(bound=self)
+
+    def __repr__(self) -> str:
+        return (
+            f"BoundResult({self.nats:.4g} +- {self.nats_se:.2g} nats = {self.bits_per_dim:.4g} bits/dim on "
+            f"{self.per_example.shape[0]} points; seed={self.seed}; wall_time={self.wall_time:.1f} s)"
+        )
+
+
+Sampler = Literal["ancestral", "ddim", "conditional"]
+#: The samplers of :mod:`probgen.infer.diffusion`, as :attr:`DiffusionSamples.sampler` names them.
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
+
+
+@dataclass(frozen=True, repr=False)
+class DiffusionSamples:
+    """Draws of ``x_0`` from a diffusion chain's sampler, leading with the sample dims ``(chain, draw)``.
+
+    :ivar Tensor samples: ``x_0``, shape ``(chain, draw, *event_shape)``; for
+        :func:`~probgen.infer.diffusion.sample_conditional`, ``(chain, draw, N, *event_shape)``, one
+        completion of each of the ``N`` observed rows per draw.
+    :ivar Tensor steps: the steps ``t`` the sampler visited, from ``T`` down to ``0``.
+    :ivar int seed: the seed of the draws.
+    :ivar float wall_time: seconds the sampler took.
+    :ivar str sampler: ``"ancestral"``, ``"ddim"`` or ``"conditional"``.
+    :ivar trajectory: with ``return_chain=True``, the state at every visited step, shape
+        ``(chain, draw, len(steps), *samples.shape[2:])``, where ``trajectory[:, :, i]`` is
+        ``x_{steps[i]}``; otherwise ``None``.
+    :ivar x_observed: the observed rows of a conditional sampler, ``(N, *event_shape)``; else ``None``.
+    :ivar mask: where ``x_observed`` is observed (broadcast to its shape); else ``None``.
+    :ivar eta: DDIM's ``eta``; ``None`` for the other samplers.
+    :ivar dict chain_config: the sampled chain's configuration, ``DiffusionChain.describe()``.
+    """
+
+    samples: Tensor
+    steps: Tensor
+    seed: int
+    wall_time: float
+    sampler: Sampler
+    chain_config: dict[str, Any]
+    trajectory: Tensor | None = None
+    x_observed: Tensor | None = None
+    mask: Tensor | None = None
+    eta: float | None = None
+
+    sample_dims = SAMPLE_DIMS
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain."""
+        return int(self.samples.shape[1])
+
+    def get_samples(self, group_by_chain: bool = False) -> Samples:
+        """``{"x_0": ...}`` (and ``"trajectory"`` when kept), ``(chain, draw, ...)`` if ``group_by_chain``
+        else ``(chain * draw, ...)``: rows, as :func:`probgen.metrics.energy_distance` takes them."""
+        values = {"x_0": self.samples}
+        if self.trajectory is not None:
+            values["trajectory"] = self.trajectory
+        if group_by_chain:
+            return values
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in values.items()}
+
+    def to_arviz(self) -> Any:
+        """These draws as an ``arviz.InferenceData``; see :func:`probgen.infer.arviz.diffusion_to_arviz`."""
+        from probgen.infer.arviz import diffusion_to_arviz  # the converter imports this module
+
+        return diffusion_to_arviz(samples=self)
+
+    def __repr__(self) -> str:
+        return (
+            f"DiffusionSamples({self.sampler}; {self.num_chains} chain(s) x {self.num_draws} draws of shape "
+            f"{tuple(self.samples.shape[2:])}; seed={self.seed}; wall_time={self.wall_time:.1f} s)"
+        )

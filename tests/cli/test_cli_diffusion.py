@@ -7,8 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from probgen._compat import import_arviz
 from probgen.cli.diffusion import register
+from probgen.infer.diffusion import DiffusionTrainState
+from probgen.models.diffusion import load_chain
 
 TINY = ["--timesteps", "10", "--num-steps", "5", "--batch-size", "16", "--hidden", "16", "--num-samples", "20"]
 
@@ -29,7 +33,7 @@ def test_fit_sample_evaluate_on_a_toy(tmp_path, capsys):
     out = tmp_path / "toy"
     argv = ["diffusion", "fit", "--data", "8gaussians", "--out", str(out), "--timestep-sampling", "importance"]
     assert _run([*argv, *TINY]) == 0
-    for name in ("model.pt", "bound.json", "losses.csv", "samples.png", "checkpoint.pt"):
+    for name in ("model.pt", "data.json", "bound.json", "losses.csv", "samples.png", "checkpoint.pt", "run.nc"):
         assert (out / name).is_file()
     summary = json.loads((out / "bound.json").read_text())
     assert summary["num_dims"] == 2 and len(summary["terms"]) == 11
@@ -78,6 +82,27 @@ def test_errors_return_2_with_a_message(tmp_path, capsys):
     assert "--data must be a CSV file" in capsys.readouterr().err
     assert _run(["diffusion", "sample", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no saved model" in capsys.readouterr().err
+
+
+def test_the_saved_model_is_a_library_chain_file_and_old_ones_are_refused(tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert _run(["diffusion", "fit", "--data", "8gaussians", "--out", str(out), *TINY]) == 0
+    chain = load_chain(out / "model.pt")  # what the command saved, read by the library
+    assert chain.num_timesteps == 10 and chain.event_shape == (2,)
+    assert DiffusionTrainState.load(out / "checkpoint.pt").step == 5
+    assert json.loads((out / "data.json").read_text())["data"] == "8gaussians"
+    run = import_arviz().from_netcdf(str(out / "run.nc"))  # the run as ArviZ reads it
+    summary = json.loads((out / "bound.json").read_text())
+    assert run.bound.attrs["nats"] == pytest.approx(summary["nats"], rel=1e-12)  # 8gaussians: unit scale
+    assert run.losses["loss"].shape == (5,) and run.posterior_predictive["x_0"].shape == (1, 20, 2)
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({"format": "probgen.diffusion/1", "config": {}, "net_state": {}}, old / "model.pt")
+    assert _run(["diffusion", "evaluate", "--model", str(old)]) == 2
+    assert "before chains had a file format of their own; fit it again" in capsys.readouterr().err
+    (out / "data.json").unlink()
+    assert _run(["diffusion", "evaluate", "--model", str(out)]) == 2
+    assert "data.json is missing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["fit", "sample", "evaluate"])

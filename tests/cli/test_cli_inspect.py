@@ -98,3 +98,21 @@ def test_inspect_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: probgen inspect" in out and "R-hat above 1.01" in out and "--strict" in out
+
+
+def test_a_saved_diffusion_run_is_inspected(tmp_path, capsys):
+    import torch
+
+    from probgen.infer.diffusion import evaluate_bound, fit_diffusion, sample_ancestral
+    from probgen.models.diffusion import DiffusionChain, MLPDenoiser, get_schedule
+
+    chain = DiffusionChain(MLPDenoiser(2, hidden_dim=8, num_blocks=1), get_schedule("linear", 5), event_shape=(2,))
+    fit = fit_diffusion(chain, torch.randn(30, 2), num_steps=3, batch_size=8, seed=0, progress_bar=False)
+    bound = evaluate_bound(fit.chain, torch.randn(6, 2), seed=0, progress_bar=False)
+    path = tmp_path / "run.nc"
+    fit.to_arviz(bound=bound, samples=sample_ancestral(fit.chain, num_samples=4, seed=0)).to_netcdf(str(path))
+    assert _run(str(path)) == 0
+    out = capsys.readouterr().out
+    assert "a diffusion run" in out and "schedule=linear, num_timesteps=5" in out and "objective=elbo" in out
+    assert "training: 3 steps" in out and f"{bound.nats:.4f} +- {bound.nats_se:.4f} nats" in out
+    assert "not a log-likelihood" in out and "samples: ancestral" in out

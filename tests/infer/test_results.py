@@ -173,6 +173,11 @@ def test_pointwise_log_likelihood_matches_pyro_and_metrics(fit, idata):
     np.testing.assert_allclose(waic.elpd_waic + waic.p_waic, fits.NUM_POINTS * mixed, rtol=1e-10)
 
 
+def test_log_likelihood_needs_both_x_and_y(fit):
+    with pytest.raises(ValueError, match="pass both x and y, or neither"):
+        fit.log_likelihood(fit.x)
+
+
 def test_netcdf_round_trip_is_exact(idata, tmp_path):
     path = tmp_path / "posterior.nc"
     idata.to_netcdf(str(path))

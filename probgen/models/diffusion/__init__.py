@@ -1,23 +1,30 @@
-"""Diffusion models as Pyro latent-variable chains: schedules, the chain (model and guide), denoisers.
+"""Diffusion models as Pyro latent-variable chains: schedules, the chain (model and guide), decoders, denoisers.
 
 :class:`DiffusionChain` writes the reverse chain as the Pyro model and the fixed noising process,
 in posterior order, as the guide, so :class:`pyro.infer.TraceMeanField_ELBO` computes the DDPM bound.
-Training, evaluation of the bound and sampling live in :mod:`probgen.infer.diffusion`.
+:func:`save_chain` and :func:`load_chain` keep a chain in one file. Training, evaluation of the bound
+and sampling live in :mod:`probgen.infer.diffusion`.
+
+* ``schedules.py``: beta schedules as pure functions of ``num_timesteps``, and every derived quantity;
+* ``chain.py``: :class:`DiffusionChain` (``q_sample``, ``q_posterior``, ``p_mean_variance``, the terms of
+  the bound, ``model`` and ``guide``);
+* ``inpaint.py``: :class:`InpaintMessenger`, which conditions the model on known coordinates;
+* ``decoders.py``: the last reverse step ``p_theta(x_0 | x_1)``, continuous or discretised;
+* ``networks.py``: time-conditioned denoisers for vectors and small images;
+* ``io.py``: :func:`save_chain`, :func:`load_chain` and the versioned file format.
 """
 
 from probgen.models.diffusion.chain import (
     PREDICTIONS,
     VARIANCES,
-    Decoder,
     DiffusionChain,
-    DiscretizedGaussianDecoder,
-    DiscretizedNormal,
-    GaussianDecoder,
-    InpaintMessenger,
     PMeanVariance,
     Prediction,
     Variance,
 )
+from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, DiscretizedNormal, GaussianDecoder
+from probgen.models.diffusion.inpaint import InpaintMessenger
+from probgen.models.diffusion.io import load_chain, save_chain
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser, SinusoidalEmbedding
 from probgen.models.diffusion.schedules import (
     SCHEDULE_NAMES,
@@ -51,6 +58,8 @@ __all__ = [
     "cosine_schedule",
     "get_schedule",
     "linear_schedule",
+    "load_chain",
     "log_snr_schedule",
     "make_schedule",
+    "save_chain",
 ]

@@ -1,4 +1,4 @@
-"""Small pure functions behind the diffusion chain: Gaussian KLs, stable log-CDF differences."""
+"""Small pure functions behind the diffusion chain: sums over the event, stable log-CDF differences."""
 
 from __future__ import annotations
 
@@ -13,12 +13,6 @@ def sum_event(value: Tensor, event_dim: int) -> Tensor:
     if event_dim == 0:
         return value
     return value.sum(dim=tuple(range(-event_dim, 0)))
-
-
-def normal_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
-    """Elementwise ``KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2)))`` in nats."""
-    ratio = torch.exp(log_var1 - log_var2)
-    return 0.5 * (log_var2 - log_var1 + ratio + (mean1 - mean2) ** 2 * torch.exp(-log_var2) - 1.0)
 
 
 def log1mexp(x: Tensor) -> Tensor:

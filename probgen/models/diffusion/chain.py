@@ -28,41 +28,28 @@ References:
 [2] J. Sohl-Dickstein, E. Weiss, N. Maheswaranathan, S. Ganguli (2015), "Deep Unsupervised Learning
     using Nonequilibrium Thermodynamics", ICML.
 [3] A. Nichol, P. Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", ICML.
-[4] Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole (2021), "Score-Based
-    Generative Modeling through Stochastic Differential Equations", ICLR, Appendix I.2 (imputation).
-[5] A. Lugmayr, M. Danelljan, A. Romero, F. Yu, R. Timofte, L. Van Gool (2022), "RePaint: Inpainting
-    using Denoising Diffusion Probabilistic Models", CVPR, eq. 8.
 """
 
 from __future__ import annotations
 
-import re
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
-from torch.distributions import constraints
-from torch.distributions.utils import broadcast_all
 
+from probgen._math import normal_kl
 from probgen._validate import as_tensor, check_choice, check_positive_int
-from probgen.models.diffusion._util import log_normal_interval, normal_kl, sum_event
+from probgen.models.diffusion._util import sum_event
+from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
 from probgen.models.diffusion.schedules import Schedule
 
 __all__ = [
     "PREDICTIONS",
     "VARIANCES",
-    "Decoder",
     "DiffusionChain",
-    "DiscretizedGaussianDecoder",
-    "DiscretizedNormal",
-    "GaussianDecoder",
-    "InpaintMessenger",
     "PMeanVariance",
     "Prediction",
     "Variance",
@@ -70,173 +57,10 @@ __all__ = [
 
 Variance = Literal["fixed_small", "fixed_large"]
 #: Reverse-variance choices, in the order of :data:`Variance`.
-VARIANCES: tuple[Variance, ...] = ("fixed_small", "fixed_large")
+VARIANCES: tuple[Variance, ...] = get_args(Variance)
 Prediction = Literal["epsilon", "x0"]
 #: What the network predicts, in the order of :data:`Prediction`.
-PREDICTIONS: tuple[Prediction, ...] = ("epsilon", "x0")
-
-_SITE = re.compile(r"^x_(\d+)$")
-
-
-class DiscretizedNormal(TorchDistribution):
-    """A normal distribution discretised to the bin centres of a uniform grid on ``[low, high]``.
-
-    A value ``x`` on the grid owns the bin ``[x - h, x + h]`` of half-width ``h``; its probability is
-    ``Phi((x + h - loc)/scale) - Phi((x - h - loc)/scale)``, and the two edge bins extend to
-    ``-inf`` and ``+inf``, so the probabilities of all grid values sum to one ([1] eq. 13). Sampling
-    draws from the normal and rounds to the nearest grid value, which has exactly these
-    probabilities. Elementwise: ``event_shape`` is ``()``.
-
-    :param Tensor loc: the normal's mean.
-    :param Tensor scale: the normal's standard deviation.
-    :param float half_width: half the distance between neighbouring grid values.
-    :param float low: the lowest grid value.
-    :param float high: the highest grid value.
-
-    Example::
-
-        >>> d = DiscretizedNormal(torch.tensor(0.0), torch.tensor(0.5), half_width=0.5, low=-1.0, high=1.0)
-        >>> round(float(d.log_prob(torch.tensor([-1.0, 0.0, 1.0])).exp().sum()), 6)
-        1.0
-    """
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = False
-
-    def __init__(
-        self,
-        loc: Tensor,
-        scale: Tensor,
-        *,
-        half_width: float,
-        low: float = -1.0,
-        high: float = 1.0,
-        validate_args: bool | None = None,
-    ) -> None:
-        self.loc, self.scale = broadcast_all(loc, scale)
-        self.half_width = float(half_width)
-        self.low = float(low)
-        self.high = float(high)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape: Sequence[int], _instance: Any = None) -> DiscretizedNormal:
-        new = self._get_checked_instance(DiscretizedNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.scale = self.scale.expand(batch_shape)
-        new.half_width, new.low, new.high = self.half_width, self.low, self.high
-        super(DiscretizedNormal, new).__init__(batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        centred = value - self.loc
-        upper = (centred + self.half_width) / self.scale
-        lower = (centred - self.half_width) / self.scale
-        # [1] eq. 13: the edge bins extend to -inf (lowest value) and +inf (highest value)
-        first = value < self.low + self.half_width
-        last = value > self.high - self.half_width
-        interior = log_normal_interval(lower, upper)
-        return torch.where(
-            first,
-            torch.special.log_ndtr(upper),
-            torch.where(last, torch.special.log_ndtr(-lower), interior),
-        )
-
-    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
-        with torch.no_grad():
-            shape = self._extended_shape(torch.Size(sample_shape))
-            x = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(shape, dtype=self.loc.dtype)
-            return self.round(x)
-
-    def round(self, x: Tensor) -> Tensor:
-        """Map real values to the nearest grid value (clamped to ``[low, high]``)."""
-        width = 2.0 * self.half_width
-        return (self.low + torch.round((x - self.low) / width) * width).clamp(self.low, self.high)
-
-
-class Decoder(ABC):
-    """The last reverse step ``p_theta(x_0 | x_1)``, given the mean and scale the chain computes.
-
-    Subclass it and implement :meth:`distribution`, returning an elementwise (``event_shape == ()``)
-    Pyro distribution; the chain reinterprets the data dimensions as its event. :meth:`mode`
-    (a point estimate used by deterministic samplers) defaults to the mean.
-
-    Example::
-
-        >>> class LaplaceDecoder(Decoder):
-        ...     def distribution(self, loc, scale):
-        ...         return dist.Laplace(loc, scale)
-        >>> LaplaceDecoder().distribution(torch.zeros(2), torch.ones(2)).batch_shape
-        torch.Size([2])
-    """
-
-    @abstractmethod
-    def distribution(self, loc: Tensor, scale: Tensor) -> TorchDistribution:
-        """The decoder distribution with mean ``loc`` and scale ``scale``, elementwise."""
-
-    def mode(self, loc: Tensor) -> Tensor:
-        """The decoder's most probable value for mean ``loc`` (continuous decoders: ``loc``)."""
-        return loc
-
-
-class GaussianDecoder(Decoder):
-    """``p(x_0 | x_1) = N(mu_theta(x_1, 1), sigma_1^2 I)`` for continuous data (a density).
-
-    Example::
-
-        >>> GaussianDecoder().distribution(torch.zeros(3), torch.ones(3)).log_prob(torch.zeros(3)).shape
-        torch.Size([3])
-    """
-
-    def distribution(self, loc: Tensor, scale: Tensor) -> TorchDistribution:
-        return dist.Normal(loc, scale)
-
-    def __repr__(self) -> str:
-        return "GaussianDecoder()"
-
-
-class DiscretizedGaussianDecoder(Decoder):
-    """A Gaussian decoder discretised to ``num_levels`` evenly spaced values on ``[low, high]``.
-
-    For data quantised to ``num_levels`` levels the bins have half-width
-    ``(high - low) / (2 (num_levels - 1))``: 1/16 for scikit-learn's 17-level digits on ``[-1, 1]``,
-    1/255 for 8-bit images. The chain's bound is then a bound on the discrete negative
-    log-likelihood ([1] Section 3.3, eq. 13).
-
-    :param int num_levels: the number of quantisation levels (at least 2).
-    :param float low: the lowest level's value.
-    :param float high: the highest level's value.
-
-    Example::
-
-        >>> DiscretizedGaussianDecoder(17).half_width
-        0.0625
-    """
-
-    def __init__(self, num_levels: int, *, low: float = -1.0, high: float = 1.0) -> None:
-        num_levels = check_positive_int("num_levels", num_levels)
-        if num_levels < 2:
-            raise ValueError(f"num_levels must be at least 2, got {num_levels}.")
-        if not high > low:
-            raise ValueError(f"high must exceed low, got low={low} and high={high}.")
-        self.num_levels = num_levels
-        self.low = float(low)
-        self.high = float(high)
-        self.half_width = (self.high - self.low) / (2.0 * (num_levels - 1))
-
-    def distribution(self, loc: Tensor, scale: Tensor) -> TorchDistribution:
-        return DiscretizedNormal(loc, scale, half_width=self.half_width, low=self.low, high=self.high)
-
-    def mode(self, loc: Tensor) -> Tensor:
-        # the bin that contains the mean has the largest probability
-        width = 2.0 * self.half_width
-        return (self.low + torch.round((loc - self.low) / width) * width).clamp(self.low, self.high)
-
-    def __repr__(self) -> str:
-        return f"DiscretizedGaussianDecoder({self.num_levels}, low={self.low}, high={self.high})"
-
+PREDICTIONS: tuple[Prediction, ...] = get_args(Prediction)
 
 class PMeanVariance(NamedTuple):
     """The reverse step ``p_theta(x_{t-1} | x_t)`` at given ``x_t`` and ``t``, with the net's predictions.
@@ -259,16 +83,17 @@ class DiffusionChain:
     """A denoising diffusion model ([1], [2]) as a pair of Pyro programs, :meth:`model` and :meth:`guide`.
 
     The chain holds a denoising network, a :class:`~probgen.models.diffusion.schedules.Schedule` and a
-    :class:`Decoder`, and no inference state. It provides the paper's building blocks
-    (:meth:`q_sample`, :meth:`q_posterior`, :meth:`p_mean_variance`, :meth:`p_sample`), the closed-form
+    :class:`~probgen.models.diffusion.decoders.Decoder`, and no inference state. It provides the paper's
+    building blocks (:meth:`q_sample`, :meth:`q_posterior`, :meth:`p_mean_variance`, :meth:`p_sample`), the closed-form
     terms of the bound (:meth:`prior_kl`, :meth:`vlb_term`), and the Pyro callables.
 
     :param nn.Module net: a denoiser ``net(x_t, t)`` returning a tensor shaped like ``x_t``; ``t`` is a
         ``torch.long`` tensor of the batch shape with values in ``1..T``.
     :param Schedule schedule: the noise schedule, e.g. ``get_schedule("cosine", 100)``.
     :param event_shape: the shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``.
-    :param Decoder decoder: ``p(x_0 | x_1)``; defaults to :class:`GaussianDecoder`. Use
-        :class:`DiscretizedGaussianDecoder` for quantised data.
+    :param Decoder decoder: ``p(x_0 | x_1)``; defaults to
+        :class:`~probgen.models.diffusion.decoders.GaussianDecoder`. Use
+        :class:`~probgen.models.diffusion.decoders.DiscretizedGaussianDecoder` for quantised data.
     :param str variance: the reverse variances ``sigma_t^2`` ([1] Section 3.2): ``"fixed_large"`` is
         ``beta_t`` (the default), ``"fixed_small"`` is ``beta~_t`` (with ``beta~_1`` replaced by ``beta~_2``,
         [3]). For data that are smooth on the scale of the first noise levels the true reverse
@@ -316,15 +141,15 @@ class DiffusionChain:
 
     def __repr__(self) -> str:
         return (
-            f"DiffusionChain(net={type(self.net).__name__}, num_steps={self.num_steps}, "
+            f"DiffusionChain(net={type(self.net).__name__}, num_timesteps={self.num_timesteps}, "
             f"event_shape={tuple(self.event_shape)}, decoder={self.decoder!r}, variance={self.variance!r}, "
             f"prediction={self.prediction!r})"
         )
 
     @property
-    def num_steps(self) -> int:
+    def num_timesteps(self) -> int:
         """The number of diffusion steps ``T``."""
-        return self.schedule.num_steps
+        return self.schedule.num_timesteps
 
     @property
     def event_dim(self) -> int:
@@ -335,6 +160,25 @@ class DiffusionChain:
     def num_dims(self) -> int:
         """The number of scalars in one data point (``D`` for bits per dimension)."""
         return int(self.event_shape.numel())
+
+    def describe(self) -> dict[str, Any]:
+        """The chain's configuration as plain data, for records: ArviZ attributes and saved files.
+
+        Example::
+
+            >>> from probgen.models.diffusion import MLPDenoiser, get_schedule
+            >>> DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("cosine", 10), event_shape=(2,)).describe()
+            {'net': 'MLPDenoiser', 'schedule': 'cosine', 'num_timesteps': 10, 'event_shape': [2], 'decoder': 'GaussianDecoder()', 'variance': 'fixed_large', 'prediction': 'epsilon'}
+        """
+        return {
+            "net": type(self.net).__name__,
+            "schedule": self.schedule.name,
+            "num_timesteps": self.num_timesteps,
+            "event_shape": list(self.event_shape),
+            "decoder": repr(self.decoder),
+            "variance": self.variance,
+            "prediction": self.prediction,
+        }
 
     def replace_net(self, net: nn.Module) -> DiffusionChain:
         """A new chain with the same schedule, decoder and options, and another network."""
@@ -455,7 +299,7 @@ class DiffusionChain:
     # ------------------------------------------------------- terms of the bound
     def prior_kl(self, x0: Tensor) -> Tensor:
         """``L_T = KL(q(x_T | x_0) || N(0, I))`` per data point, in nats ([1] eq. 5). No network call."""
-        t = self._steps(self.num_steps, x0)
+        t = self._steps(self.num_timesteps, x0)
         mean = self._gather(self.schedule.sqrt_alphas_cumprod, t, x0) * x0
         log_var = self._gather(1.0 - self.schedule.alphas_cumprod, t, x0).log()
         kl = normal_kl(mean, log_var.expand_as(mean), torch.zeros_like(mean), torch.zeros_like(mean))
@@ -506,8 +350,8 @@ class DiffusionChain:
         dtype = x0.dtype if x0 is not None else self._dtype()
         zeros = torch.zeros((n, *self.event_shape), dtype=dtype)
         with pyro.plate("data", n):
-            x = pyro.sample(f"x_{self.num_steps}", dist.Normal(zeros, 1.0).to_event(self.event_dim))
-            for t in pyro.markov(range(self.num_steps, 1, -1)):
+            x = pyro.sample(f"x_{self.num_timesteps}", dist.Normal(zeros, 1.0).to_event(self.event_dim))
+            for t in pyro.markov(range(self.num_timesteps, 1, -1)):
                 out = self.p_mean_variance(x, t)
                 scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
                 x = pyro.sample(f"x_{t - 1}", dist.Normal(out.mean, scale).to_event(self.event_dim))
@@ -527,7 +371,7 @@ class DiffusionChain:
         :param num_samples: ignored; accepted so that the guide takes the model's arguments.
         """
         x0 = self._check_x("x0", x0)
-        T = self.num_steps
+        T = self.num_timesteps
         with pyro.plate("data", x0.shape[0]):
             t = self._steps(T, x0)
             mean = self._gather(self.schedule.sqrt_alphas_cumprod, t, x0) * x0
@@ -553,58 +397,9 @@ class DiffusionChain:
         x0 = self._check_x("x0", x0)
         with pyro.plate("data", x0.shape[0]):
             x = x0
-            for step in pyro.markov(range(1, self.num_steps + 1)):
+            for step in pyro.markov(range(1, self.num_timesteps + 1)):
                 t = self._steps(step, x0)
                 # [1] eq. 2: q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
                 mean = self._gather(self.schedule.alphas, t, x0).sqrt() * x
                 scale = self._gather(self.schedule.betas, t, x0).sqrt().expand_as(mean)
                 x = pyro.sample(f"x_{step}", dist.Normal(mean, scale).to_event(self.event_dim))
-
-
-class InpaintMessenger(Messenger):
-    """Condition a :class:`DiffusionChain`'s model on known coordinates of ``x_0``, approximately.
-
-    An effect handler for :meth:`DiffusionChain.model`: at every latent site ``"x_{t-1}"`` it keeps the
-    model's draw ``x_{t-1} ~ p_theta(x_{t-1} | x_t)`` for the unknown coordinates and replaces the known
-    ones (``mask`` true) by a fresh draw from ``q(x_{t-1} | x_0^obs)``, the forward process applied to
-    the observed values; at ``"x_0"`` the known coordinates are the observed values themselves. This is
-    the replacement method of [4] Appendix I.2 and [5] eq. 8 (without RePaint's resampling).
-
-    **Approximation.** The exact conditional ``p_theta(x_0^unk | x_0^obs)`` needs
-    ``p_theta(x_{t-1}^unk | x_t, x_0^obs)``, which is intractable. Replacement draws the known
-    coordinates' noise independently of the unknown ones at each step, so it samples the exact
-    conditional only when the two groups are independent under the model; otherwise the samples are
-    consistent with the observation at ``t = 0`` but may be less coherent than true conditional draws.
-
-    :param DiffusionChain chain: the chain whose sites ``"x_t"`` are handled.
-    :param Tensor x_observed: values for the known coordinates, shape ``(N, *event_shape)`` (entries
-        where ``mask`` is false are ignored).
-    :param Tensor mask: boolean, broadcastable to ``x_observed``; true where a coordinate is known.
-
-    Example::
-
-        >>> from probgen.models.diffusion import MLPDenoiser, get_schedule
-        >>> chain = DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("linear", 5), event_shape=(2,))
-        >>> x_obs, mask = torch.zeros(4, 2), torch.tensor([True, False])
-        >>> with InpaintMessenger(chain, x_obs, mask):
-        ...     x0 = chain.model(num_samples=4)
-        >>> x0[:, 0].tolist()
-        [0.0, 0.0, 0.0, 0.0]
-    """
-
-    def __init__(self, chain: DiffusionChain, x_observed: Tensor, mask: Tensor) -> None:
-        super().__init__()
-        self.chain = chain
-        self.x_observed = chain._check_x("x_observed", x_observed)
-        self.mask = torch.as_tensor(mask, dtype=torch.bool).expand_as(self.x_observed)
-
-    def _pyro_sample(self, msg: Any) -> None:
-        match = _SITE.match(str(msg["name"]))
-        if match is None or msg["is_observed"] or msg["value"] is not None:
-            return
-        t = int(match.group(1))
-        with torch.no_grad():
-            known = self.x_observed if t == 0 else self.chain.q_sample(self.x_observed, t)
-            drawn = msg["fn"](*msg["args"], **msg["kwargs"])
-        msg["value"] = torch.where(self.mask, known.to(drawn.dtype), drawn)
-

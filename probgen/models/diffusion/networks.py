@@ -82,6 +82,12 @@ class MLPDenoiser(nn.Module):
         self.data_dim = check_positive_int("data_dim", data_dim)
         hidden_dim = check_positive_int("hidden_dim", hidden_dim)
         num_blocks = check_positive_int("num_blocks", num_blocks)
+        self._config = {
+            "data_dim": self.data_dim,
+            "hidden_dim": hidden_dim,
+            "num_blocks": num_blocks,
+            "time_dim": time_dim,
+        }
         self.embed = nn.Sequential(
             SinusoidalEmbedding(time_dim), nn.Linear(time_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
         )
@@ -91,6 +97,10 @@ class MLPDenoiser(nn.Module):
             for _ in range(num_blocks)
         )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, data_dim))
+
+    def get_config(self) -> dict[str, int]:
+        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores)."""
+        return dict(self._config)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if x.shape[-1] != self.data_dim:
@@ -152,6 +162,12 @@ class ConvDenoiser(nn.Module):
         num_blocks = check_positive_int("num_blocks", num_blocks)
         if hidden_channels % 8:
             raise ValueError(f"hidden_channels must be a multiple of 8 (GroupNorm groups), got {hidden_channels}.")
+        self._config = {
+            "channels": self.channels,
+            "hidden_channels": hidden_channels,
+            "num_blocks": num_blocks,
+            "time_dim": time_dim,
+        }
         emb_dim = 4 * hidden_channels
         self.embed = nn.Sequential(
             SinusoidalEmbedding(time_dim), nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
@@ -160,6 +176,10 @@ class ConvDenoiser(nn.Module):
         self.blocks = nn.ModuleList(_ConvBlock(hidden_channels, emb_dim, 8) for _ in range(num_blocks))
         self.norm = nn.GroupNorm(8, hidden_channels)
         self.out = nn.Conv2d(hidden_channels, channels, 3, padding=1)
+
+    def get_config(self) -> dict[str, int]:
+        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores)."""
+        return dict(self._config)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if x.dim() < 3 or x.shape[-3] != self.channels:

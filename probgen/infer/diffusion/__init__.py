@@ -1,0 +1,65 @@
+"""Training, bound evaluation and sampling for :class:`~probgen.models.diffusion.DiffusionChain`.
+
+* ``objective.py``: :func:`estimate_bound`, the unbiased one-step estimator of the negative ELBO (its
+  expectation is what :class:`pyro.infer.TraceMeanField_ELBO` computes on ``chain.model`` and
+  ``chain.guide``, tested), the step sampler :class:`TimestepSampler` (uniform or importance-sampled
+  ``t`` with the correct ``1 / (T p(t))`` weights) and the simplified :func:`eps_mse`, a reweighted
+  objective that trains good samplers but is not the ELBO;
+* ``train.py``: :func:`fit_diffusion`, Adam on minibatches with EMA, learning-rate decay, checkpoints
+  and exact resumption from ``init_state``;
+* ``evaluate.py``: :func:`evaluate_bound`, every term of the bound for every data point, in nats and bits
+  per dimension with standard errors and the per-``t`` breakdown;
+* ``sample.py``: :func:`sample_ancestral` runs the Pyro model, :func:`sample_ddim` the DDIM update with
+  ``eta`` and fewer steps, :func:`sample_conditional` conditions the model on known coordinates; all
+  return draws shaped ``(chain, draw, *event_shape)``.
+
+The results (:class:`~probgen.infer.results.DiffusionFitResult`, :class:`~probgen.infer.results.DiffusionTrainState`,
+:class:`~probgen.infer.results.BoundResult`, :class:`~probgen.infer.results.DiffusionSamples`) live with
+every other result in :mod:`probgen.infer.results` and are re-exported here. Scores of samples
+(:func:`probgen.metrics.energy_distance`, :func:`probgen.metrics.gaussian_nll`) are in :mod:`probgen.metrics`.
+
+References:
+
+[1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
+[2] A. Nichol, P. Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", ICML.
+[3] J. Song, C. Meng, S. Ermon (2021), "Denoising Diffusion Implicit Models", ICLR.
+[4] D. P. Kingma, T. Salimans, B. Poole, J. Ho (2021), "Variational Diffusion Models", NeurIPS.
+"""
+
+from probgen.infer.diffusion.evaluate import evaluate_bound
+from probgen.infer.diffusion.objective import (
+    OBJECTIVES,
+    TIMESTEP_SAMPLINGS,
+    BoundEstimate,
+    Objective,
+    TimestepSampler,
+    TimestepSampling,
+    eps_mse,
+    estimate_bound,
+)
+from probgen.infer.diffusion.sample import ddim_step, sample_ancestral, sample_conditional, sample_ddim
+from probgen.infer.diffusion.train import fit_diffusion
+from probgen.infer.results import SAMPLERS, BoundResult, DiffusionFitResult, DiffusionSamples, DiffusionTrainState, Sampler
+
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "TIMESTEP_SAMPLINGS",
+    "BoundEstimate",
+    "BoundResult",
+    "DiffusionFitResult",
+    "DiffusionSamples",
+    "DiffusionTrainState",
+    "Objective",
+    "Sampler",
+    "TimestepSampler",
+    "TimestepSampling",
+    "ddim_step",
+    "eps_mse",
+    "estimate_bound",
+    "evaluate_bound",
+    "fit_diffusion",
+    "sample_ancestral",
+    "sample_conditional",
+    "sample_ddim",
+]

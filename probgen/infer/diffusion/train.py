@@ -1,0 +1,271 @@
+"""Training a diffusion chain's network: :func:`fit_diffusion`, Adam on minibatches, resumable exactly.
+
+``objective="elbo"`` minimises :func:`~probgen.infer.diffusion.objective.estimate_bound`, an unbiased
+estimate of the negative ELBO; ``objective="eps_mse"`` the simplified loss. The exponential moving
+average of the weights is ``torch.optim.swa_utils.AveragedModel`` (which also averages buffers) and the
+learning-rate decay a ``torch.optim.lr_scheduler``; both, with Adam, the step sampler and the one
+torch generator behind every random draw, are in the :class:`~probgen.infer.results.DiffusionTrainState`,
+so a run resumed from ``init_state`` continues exactly where it stopped.
+
+References:
+
+[1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
+[2] A. Nichol, P. Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", ICML.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from probgen._validate import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
+from probgen.infer._progress import make_progress_bar, progress_enabled
+from probgen.infer.diffusion._util import check_chain, check_data
+from probgen.infer.diffusion.objective import (
+    OBJECTIVES,
+    TIMESTEP_SAMPLINGS,
+    Objective,
+    TimestepSampler,
+    TimestepSampling,
+    eps_mse,
+    estimate_bound,
+)
+from probgen.infer.results import DiffusionFitResult, DiffusionTrainState
+from probgen.models.diffusion.chain import DiffusionChain
+
+__all__ = ["fit_diffusion"]
+
+
+def _decay(lr: float, final_lr: float, decay_steps: int) -> Any:
+    """The factor on ``lr`` at step ``k``: exponential decay to ``final_lr`` over ``decay_steps``, then flat."""
+
+    def factor(step: int) -> float:
+        return float((final_lr / lr) ** min(step / decay_steps, 1.0))
+
+    return factor
+
+
+def _check_resume(state: Any, chain: DiffusionChain, options: dict[str, Any]) -> DiffusionTrainState:
+    if not isinstance(state, DiffusionTrainState):
+        raise TypeError(
+            f"init_state must be a DiffusionTrainState (result.state, or DiffusionTrainState.load(path)), "
+            f"got {type(state).__name__}."
+        )
+    if state.config["num_timesteps"] != chain.num_timesteps:
+        raise ValueError(
+            f"init_state was trained with num_timesteps={state.config['num_timesteps']}, but the chain has "
+            f"{chain.num_timesteps}; resume with the chain it was trained on."
+        )
+    for key, value in options.items():
+        if state.config[key] != value:
+            raise ValueError(
+                f"init_state was trained with {key}={state.config[key]!r}, got {key}={value!r}; "
+                "resume with the same options."
+            )
+    return state
+
+
+def fit_diffusion(
+    chain: DiffusionChain,
+    data: Tensor,
+    *,
+    num_steps: int,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    final_lr: float | None = None,
+    decay_steps: int | None = None,
+    seed: int | None = None,
+    objective: Objective = "elbo",
+    timestep_sampling: TimestepSampling = "uniform",
+    ema_decay: float | None = None,
+    grad_clip: float | None = 1.0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    init_state: DiffusionTrainState | None = None,
+    progress_bar: bool = True,
+) -> DiffusionFitResult:
+    """Train a copy of ``chain``'s network by Adam on minibatches of ``data``.
+
+    ``objective="elbo"`` minimises :func:`~probgen.infer.diffusion.estimate_bound`, an unbiased estimate
+    of the negative ELBO (the bound that :func:`~probgen.infer.diffusion.evaluate_bound` reports);
+    ``timestep_sampling="importance"`` draws steps with ``p(t) ∝ sqrt(E[L_{t-1}^2])`` ([2] Section 3.3)
+    and weights them by ``1 / (T p(t))``. ``objective="eps_mse"`` minimises the simplified loss
+    ``E ||eps - eps_theta||^2`` ([1] eq. 14), a reweighted objective, not the ELBO. All randomness
+    (minibatches, steps, noise) comes from one torch generator seeded by ``seed``, whose state is
+    checkpointed, so a resumed run continues exactly: ``N`` steps in one call give the same losses as
+    ``k`` steps and ``N - k`` resumed ones (give the first call ``decay_steps=N`` when the rate decays).
+
+    :param DiffusionChain chain: the chain to train; its network is copied, never changed.
+    :param Tensor data: training data ``(N, *event_shape)``.
+    :param int num_steps: optimisation steps to take in this call (after ``init_state``'s).
+    :param int batch_size: data points per minibatch (drawn with replacement).
+    :param float lr: Adam's (initial) learning rate.
+    :param final_lr: decay the learning rate exponentially from ``lr`` to this value over
+        ``decay_steps`` steps (then keep it), through ``torch.optim.lr_scheduler.LambdaLR``; ``None``
+        keeps ``lr``.
+    :param decay_steps: the length of that decay; ``num_steps`` by default. A resumed run keeps the
+        decay of the run it continues.
+    :param seed: the run's seed; ``None`` picks one and records it. Ignored when resuming.
+    :param str objective: ``"elbo"`` or ``"eps_mse"``.
+    :param str timestep_sampling: ``"uniform"`` or ``"importance"`` (``"elbo"`` only).
+    :param ema_decay: keep an exponential moving average of the weights and buffers with this decay
+        (e.g. 0.999, through ``torch.optim.swa_utils.AveragedModel``) and return it as the trained
+        network; ``None`` for none.
+    :param grad_clip: clip the gradient's global norm at this value; ``None`` for no clipping.
+    :param checkpoint: a file to save the :class:`~probgen.infer.results.DiffusionTrainState` to
+        (at the end, and every ``checkpoint_every`` steps if given); read it back with
+        ``DiffusionTrainState.load``.
+    :param int checkpoint_every: steps between checkpoints.
+    :param init_state: a :class:`~probgen.infer.results.DiffusionTrainState` to continue from
+        (``result.state``, or ``DiffusionTrainState.load(path)``); ``objective``, ``timestep_sampling``,
+        ``final_lr`` and whether there is an EMA must be those it was trained with.
+    :param bool progress_bar: show a tqdm bar (never when the ``CI`` variable is set).
+    :returns: a :class:`~probgen.infer.results.DiffusionFitResult`.
+    :raises ValueError: for bad sizes or options, data of the wrong shape, or an ``init_state`` whose
+        options or chain differ.
+    :raises TypeError: if ``init_state`` is not a DiffusionTrainState.
+
+    Example::
+
+        >>> from probgen.models.diffusion import DiffusionChain, MLPDenoiser, get_schedule
+        >>> chain = DiffusionChain(MLPDenoiser(2, hidden_dim=16), get_schedule("linear", 20), event_shape=(2,))
+        >>> result = fit_diffusion(chain, torch.randn(64, 2), num_steps=5, batch_size=16, seed=0, progress_bar=False)
+        >>> result.losses.shape, result.seed, result.state.step
+        (torch.Size([5]), 0, 5)
+        >>> more = fit_diffusion(chain, torch.randn(64, 2), num_steps=3, init_state=result.state, progress_bar=False)
+        >>> more.state.step, more.seed
+        (8, 0)
+    """
+    chain = check_chain(chain)
+    data = check_data(chain, data)
+    num_steps = check_positive_int("num_steps", num_steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    lr = check_positive_float("lr", lr)
+    objective = check_choice("objective", objective, OBJECTIVES)
+    timestep_sampling = check_choice("timestep_sampling", timestep_sampling, TIMESTEP_SAMPLINGS)
+    if objective == "eps_mse" and timestep_sampling != "uniform":
+        raise ValueError(
+            f"timestep_sampling={timestep_sampling!r} weights the ELBO's terms and needs objective='elbo'; "
+            "eps_mse draws steps uniformly."
+        )
+    if final_lr is not None:
+        final_lr = check_positive_float("final_lr", final_lr)
+    if decay_steps is not None:
+        decay_steps = check_positive_int("decay_steps", decay_steps)
+    if ema_decay is not None:
+        ema_decay = check_probability("ema_decay", ema_decay)
+    if grad_clip is not None:
+        grad_clip = check_positive_float("grad_clip", grad_clip)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+    state = None
+    if init_state is not None:
+        options = {"objective": objective, "timestep_sampling": timestep_sampling, "final_lr": final_lr}
+        state = _check_resume(init_state, chain, options)
+        if (state.ema_state is None) != (ema_decay is None):
+            raise ValueError("init_state and this call disagree on ema_decay; resume with the same options.")
+        if decay_steps is not None and decay_steps != state.config["decay_steps"]:
+            raise ValueError(
+                f"init_state decays the learning rate over decay_steps={state.config['decay_steps']}, "
+                f"got {decay_steps}; a resumed run keeps its decay."
+            )
+        seed = int(state.config["seed"])
+        decay_steps = state.config["decay_steps"]
+    else:
+        seed = check_seed(seed)
+        decay_steps = num_steps if decay_steps is None else decay_steps
+
+    start = time.perf_counter()
+    net = copy.deepcopy(chain.net)
+    trained = chain.replace_net(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    # the rate of step k is lr * factor(k): LambdaLR counts the steps and checkpoints that count
+    scheduler = None if final_lr is None else LambdaLR(optimizer, _decay(lr, final_lr, decay_steps))
+    ema = None
+    if ema_decay is not None:
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        ema.module.requires_grad_(False)
+        ema.update_parameters(net)  # the average starts at the initial weights
+    sampler = TimestepSampler(chain.num_timesteps, timestep_sampling)
+    generator = torch.Generator()
+    step = 0
+    if state is not None:
+        net.load_state_dict(state.net_state)
+        optimizer.load_state_dict(state.optimizer_state)
+        if scheduler is not None and state.scheduler_state is not None:
+            scheduler.load_state_dict(state.scheduler_state)
+        if ema is not None and state.ema_state is not None:
+            ema.load_state_dict(state.ema_state)
+        sampler.load_state_dict(state.sampler_state)
+        generator.set_state(state.rng_state)
+        step = int(state.step)
+    else:
+        generator.manual_seed(seed)
+    config = {
+        "seed": seed,
+        "objective": objective,
+        "timestep_sampling": timestep_sampling,
+        "lr": lr,
+        "final_lr": final_lr,
+        "decay_steps": decay_steps,
+        "batch_size": batch_size,
+        "ema_decay": ema_decay,
+        "grad_clip": grad_clip,
+        "num_timesteps": chain.num_timesteps,
+    }
+
+    def current_state() -> DiffusionTrainState:
+        return DiffusionTrainState(
+            step=step,
+            net_state=copy.deepcopy(net.state_dict()),
+            optimizer_state=copy.deepcopy(optimizer.state_dict()),
+            ema_state=copy.deepcopy(ema.state_dict()) if ema is not None else None,
+            scheduler_state=copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+            sampler_state=sampler.state_dict(),
+            rng_state=generator.get_state(),
+            config=dict(config),
+        )
+
+    losses = torch.empty(num_steps, dtype=torch.float64)
+    net.train()
+    with make_progress_bar(num_steps, desc="fit_diffusion", enabled=progress_enabled(progress_bar)) as bar:
+        for i in range(num_steps):
+            index = torch.randint(data.shape[0], (batch_size,), generator=generator)
+            x0 = data[index]
+            if objective == "elbo":
+                estimate = estimate_bound(trained, x0, timestep_probs=sampler.probs(), generator=generator)
+                loss = estimate.loss.mean()
+                sampler.update(estimate.t, estimate.terms)
+            else:
+                loss = eps_mse(trained, x0, generator).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            step += 1
+            losses[i] = loss.detach()
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(loss=f"{float(losses[i]):.4g}")
+            if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0:
+                current_state().save(checkpoint)
+    net.eval()
+    final_state = current_state()
+    if checkpoint is not None:
+        final_state.save(checkpoint)
+    final = trained if ema is None else chain.replace_net(ema.module.eval())
+    return DiffusionFitResult(
+        chain=final, losses=losses, seed=seed, wall_time=time.perf_counter() - start, state=final_state
+    )

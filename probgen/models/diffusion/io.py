@@ -1,0 +1,196 @@
+"""Saving and loading diffusion chains, and the versioned file format that training checkpoints share.
+
+:func:`save_chain` writes everything that defines a :class:`~probgen.models.diffusion.chain.DiffusionChain`
+as plain data: the network's class, constructor arguments and weights, the betas of its schedule, its
+decoder and options. :func:`load_chain` rebuilds it. Files are read with ``torch.load(weights_only=True)``,
+so loading never runs code from the file; a network or decoder of the user's own class is therefore not
+rebuilt from the file but passed again (``load_chain(path, net=MyNet(...))``).
+
+Every file is a dict with a ``"format"`` and a ``"version"``; :func:`write_checkpoint` writes it atomically
+(a temporary file, then ``os.replace``) and :func:`read_checkpoint` refuses, with a message saying what the
+file is, anything else: a foreign file, a file of another kind, one from an older or a newer probgen.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from probgen.models.diffusion.chain import DiffusionChain
+from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, GaussianDecoder
+from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser
+from probgen.models.diffusion.schedules import make_schedule
+
+__all__ = ["CHAIN_FORMAT", "load_chain", "read_checkpoint", "save_chain", "write_checkpoint"]
+
+#: The ``"format"`` of a file written by :func:`save_chain`; its ``"version"`` is :data:`CHAIN_VERSION`.
+CHAIN_FORMAT = "probgen.diffusion_chain"
+CHAIN_VERSION = 1
+
+#: Formats of files that older probgen versions wrote, and what to do with them.
+_OLD_FORMATS = {
+    "probgen.diffusion/1": "a model saved by 'probgen diffusion fit' before chains had a file format of their "
+    "own; fit it again (the command now writes the new format)",
+}
+#: Networks and decoders that a file can name and rebuild, by class name.
+_NETS: dict[str, type[nn.Module]] = {"MLPDenoiser": MLPDenoiser, "ConvDenoiser": ConvDenoiser}
+_DECODERS: dict[str, type[Decoder]] = {
+    "GaussianDecoder": GaussianDecoder,
+    "DiscretizedGaussianDecoder": DiscretizedGaussianDecoder,
+}
+
+
+def write_checkpoint(
+    payload: Mapping[str, Any], path: str | os.PathLike[str], *, file_format: str, version: int
+) -> None:
+    """Write ``payload`` plus its ``file_format`` and ``version`` with ``torch.save``, atomically.
+
+    The file is written next to ``path`` and moved into place with ``os.replace``, so a crash never
+    leaves a half-written file where a good one was.
+    """
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save({"format": file_format, "version": version, **payload}, tmp)
+    os.replace(tmp, target)
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], *, file_format: str, version: int, what: str, old: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Read a file written by :func:`write_checkpoint` with ``file_format`` and at most ``version``.
+
+    :param str what: what the file should hold, for messages ("a diffusion chain").
+    :param old: earlier formats of the same thing, mapped to what to do about them.
+    :returns: the payload, ``"format"`` and ``"version"`` included.
+    :raises FileNotFoundError: if there is no file at ``path``.
+    :raises ValueError: for a file that is not a probgen file of this kind, or from a newer probgen.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; expected {what} saved by probgen.")
+    try:
+        raw = torch.load(source, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"{source} is not {what} saved by probgen: torch.load(weights_only=True) cannot read it ({error})."
+        ) from error
+    found = raw.get("format") if isinstance(raw, dict) else None
+    if found != file_format:
+        if isinstance(found, str) and old and found in old:
+            raise ValueError(f"{source} is {old[found]}.")
+        kind = (
+            f"format {found!r}"
+            if isinstance(found, str)
+            else "no probgen format: a foreign file, or one from a probgen older than versioned files"
+        )
+        raise ValueError(f"{source} is not {what} saved by probgen (it has {kind}; expected {file_format!r}).")
+    saved = raw.get("version")
+    if not isinstance(saved, int) or saved > version:
+        raise ValueError(
+            f"{source} holds {what} in version {saved!r} of its format, newer than this probgen reads "
+            f"(version {version}); upgrade probgen."
+        )
+    return raw
+
+
+def _describe(obj: nn.Module | Decoder) -> dict[str, Any] | None:
+    """``{"class": name, "config": kwargs}`` for a probgen network or decoder, else ``None``."""
+    registry: Mapping[str, type] = _NETS if isinstance(obj, nn.Module) else _DECODERS
+    name = type(obj).__name__
+    if registry.get(name) is not type(obj):  # the user's own class, or one that shadows a probgen name
+        return None
+    get_config: Callable[[], Mapping[str, Any] | None] = getattr(obj, "get_config")  # nets and decoders alike
+    config = get_config()
+    return None if config is None else {"class": name, "config": dict(config)}
+
+
+def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
+    """Save a diffusion chain, trained or not, to one file that :func:`load_chain` reads back.
+
+    The file holds the network's weights (its ``state_dict``), the schedule's betas (float64) and
+    name, the event shape, the decoder, ``variance`` and ``prediction``, and for probgen's own networks
+    (:class:`~probgen.models.diffusion.networks.MLPDenoiser`,
+    :class:`~probgen.models.diffusion.networks.ConvDenoiser`) and decoders their constructor
+    arguments. It is written atomically.
+
+    :param DiffusionChain chain: the chain to save.
+    :param path: the file to write (conventionally ``.pt``).
+    :raises TypeError: if ``chain`` is not a DiffusionChain.
+
+    Example::
+
+        >>> import tempfile
+        >>> from probgen.models.diffusion import MLPDenoiser, get_schedule
+        >>> chain = DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("cosine", 10), event_shape=(2,))
+        >>> with tempfile.TemporaryDirectory() as directory:
+        ...     save_chain(chain, f"{directory}/chain.pt")
+        ...     again = load_chain(f"{directory}/chain.pt")
+        >>> again.num_timesteps, bool(torch.equal(again.schedule.betas, chain.schedule.betas))
+        (10, True)
+    """
+    if not isinstance(chain, DiffusionChain):
+        raise TypeError(f"chain must be a DiffusionChain, got {type(chain).__name__}.")
+    payload = {
+        "net": _describe(chain.net),
+        "net_state": chain.net.state_dict(),
+        "betas": chain.schedule.betas,
+        "schedule": chain.schedule.name,
+        "event_shape": list(chain.event_shape),
+        "decoder": _describe(chain.decoder),
+        "variance": chain.variance,
+        "prediction": chain.prediction,
+    }
+    write_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
+
+
+def _rebuild(kind: str, saved: dict[str, Any] | None, given: Any, registry: Mapping[str, type]) -> Any:
+    if given is not None:
+        return copy.deepcopy(given)
+    if saved is None:
+        raise ValueError(
+            f"this file holds a {kind} of the user's own class, which is not rebuilt from a file; "
+            f"pass the same architecture as {kind}=... to load_chain."
+        )
+    return registry[saved["class"]](**saved["config"])
+
+
+def load_chain(
+    path: str | os.PathLike[str], *, net: nn.Module | None = None, decoder: Decoder | None = None
+) -> DiffusionChain:
+    """Load a chain written by :func:`save_chain`; its network is in eval mode.
+
+    :param path: the file.
+    :param net: a network of the saved architecture (its weights do not matter; it is copied, never
+        changed); needed only when the saved network is not one of probgen's.
+    :param decoder: the decoder, needed only when the saved one is not one of probgen's.
+    :returns: a new :class:`~probgen.models.diffusion.chain.DiffusionChain` with the saved weights, in
+        the dtype they were saved in.
+    :raises FileNotFoundError: if there is no file at ``path``.
+    :raises ValueError: for a file that is not a saved chain (a foreign file, a training checkpoint,
+        one from an older or a newer probgen), or a network or decoder that must be passed.
+    :raises RuntimeError: if the given ``net`` does not match the saved weights (torch's message names them).
+    """
+    saved = read_checkpoint(
+        path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
+    )
+    model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
+    state: dict[str, Any] = saved["net_state"]
+    dtype = next((value.dtype for value in state.values() if value.is_floating_point()), None)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.load_state_dict(state)
+    return DiffusionChain(
+        model.eval(),
+        make_schedule(saved["betas"], name=saved["schedule"]),
+        event_shape=saved["event_shape"],
+        decoder=_rebuild("decoder", saved["decoder"], decoder, _DECODERS),
+        variance=saved["variance"],
+        prediction=saved["prediction"],
+    )
