@@ -8,8 +8,10 @@ renamed over the target, which POSIX makes atomic. A kill at any moment leaves e
 file or the new one, never a mixture; the folder is synced too, so the rename survives a crash.
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are ``torch.save`` dicts that also
-record what they hold (``kind``), the probgen version that wrote them and a format number, so that
-loading a file of another kind, an older format or a foreign file fails with a message that says so.
+record what they hold (``"format"``), that format's version and the probgen version that wrote them,
+so that loading a file of another kind, a newer format, a truncated or a foreign file fails with a
+message that says so. :func:`save_text`, :func:`save_figure`, :func:`save_netcdf` and :func:`save_csv`
+write the command line's outputs the same way.
 This module imports nothing from probgen.
 """
 
@@ -21,7 +23,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,14 +34,12 @@ __all__ = [
     "atomic_path",
     "save_checkpoint",
     "load_checkpoint",
+    "save_text",
+    "save_figure",
+    "save_netcdf",
+    "save_csv",
     "CheckpointError",
-    "FORMAT_VERSION",
 ]
-
-#: The checkpoint format written by this probgen; bump it when a checkpoint's layout changes.
-FORMAT_VERSION = 1
-#: The key of a checkpoint's header in the saved dict.
-_HEADER = "__probgen__"
 
 
 class CheckpointError(ValueError):
@@ -106,45 +106,84 @@ def _version() -> str:
         return "unknown"
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str], *, kind: str) -> None:
-    """Save ``payload`` (tensors, numbers, strings, nested dicts) atomically with a header.
+def save_checkpoint(
+    payload: Mapping[str, Any], path: str | os.PathLike[str], *, file_format: str, version: int
+) -> None:
+    """Save ``payload`` (tensors, numbers, strings, nested dicts and lists) atomically, with its kind.
 
-    :param str kind: what the file holds, e.g. ``"SVIState"``; :func:`load_checkpoint` checks it.
+    The file is a ``torch.save`` dict holding the payload and ``"format"`` (what it holds, e.g.
+    ``"probgen.svi_state"``), ``"version"`` (that format's version) and ``"probgen_version"``.
     """
-    header = {"kind": kind, "format": FORMAT_VERSION, "probgen_version": _version()}
     buffer = io.BytesIO()
-    torch.save({_HEADER: header, **payload}, buffer)
+    torch.save({**payload, "format": file_format, "version": version, "probgen_version": _version()}, buffer)
     atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, kind: str, weights_only: bool = True) -> dict[str, Any]:
-    """The payload of a checkpoint written by :func:`save_checkpoint` with the same ``kind``.
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    file_format: str,
+    version: int,
+    what: str,
+    old: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Read a file written by :func:`save_checkpoint` with ``file_format`` and at most ``version``.
 
-    :param bool weights_only: load with ``torch.load(weights_only=True)``, which runs no code from the file.
-    :raises FileNotFoundError: if there is no file.
-    :raises CheckpointError: for a truncated or foreign file, another kind, or another format.
+    Loading uses ``torch.load(weights_only=True)``, so no code from the file runs.
+
+    :param str what: what the file should hold, for messages (``"a diffusion chain"``).
+    :param old: earlier formats of the same thing, mapped to what to do about them.
+    :returns: the payload, ``"format"``, ``"version"`` and ``"probgen_version"`` included.
+    :raises FileNotFoundError: if there is no file at ``path``.
+    :raises CheckpointError: for a truncated or foreign file, a file of another kind, or one from a newer probgen.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}.")
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; expected {what} saved by probgen.")
     try:
-        raw = torch.load(path, weights_only=weights_only, map_location="cpu")
+        raw = torch.load(source, weights_only=True, map_location="cpu")
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as error:
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-            "it may be truncated or not written by probgen."
+            f"{source} is not {what} saved by probgen: torch.load(weights_only=True) cannot read it ({first}); "
+            "it may be truncated, or not a probgen file."
         ) from error
-    header = raw.get(_HEADER) if isinstance(raw, dict) else None
-    if not isinstance(header, dict):
-        raise CheckpointError(
-            f"{str(path)!r} is not a probgen checkpoint of this version (it has no probgen header); "
-            "files written by probgen before checkpoints were versioned cannot be resumed."
+    found = raw.get("format") if isinstance(raw, dict) else None
+    if found != file_format:
+        if isinstance(found, str) and old and found in old:
+            raise CheckpointError(f"{source} is {old[found]}.")
+        kind = (
+            f"format {found!r}"
+            if isinstance(found, str)
+            else "no probgen format: a foreign file, or one from a probgen older than versioned files"
         )
-    if header.get("kind") != kind:
-        raise CheckpointError(f"{str(path)!r} holds a {header.get('kind')!r}, not a {kind!r}.")
-    if header.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{source} is not {what} saved by probgen (it has {kind}; expected {file_format!r}).")
+    saved = raw.get("version")
+    if not isinstance(saved, int) or saved > version:
         raise CheckpointError(
-            f"{str(path)!r} has checkpoint format {header.get('format')} (written by probgen "
-            f"{header.get('probgen_version')}); this probgen reads format {FORMAT_VERSION}."
+            f"{source} holds {what} in version {saved!r} of its format (written by probgen "
+            f"{raw.get('probgen_version', 'unknown')}), newer than this probgen reads (version {version}); upgrade probgen."
         )
-    return {key: value for key, value in raw.items() if key != _HEADER}
+    return raw
+
+
+def save_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], **savefig: Any) -> None:
+    """``figure.savefig(path, **savefig)``, atomically (the format follows the path's extension)."""
+    with atomic_path(path, suffix=Path(path).suffix) as temporary:
+        figure.savefig(temporary, format=Path(path).suffix.lstrip(".") or None, **savefig)
+
+
+def save_netcdf(idata: Any, path: str | os.PathLike[str]) -> None:
+    """``idata.to_netcdf(path)``, atomically."""
+    with atomic_path(path, suffix=".nc") as temporary:
+        idata.to_netcdf(str(temporary))
+
+
+def save_csv(frame: Any, path: str | os.PathLike[str], **to_csv: Any) -> None:
+    """``frame.to_csv(path, **to_csv)`` (a pandas object), atomically."""
+    save_text(path, frame.to_csv(**to_csv))

@@ -75,6 +75,10 @@ class Likelihood(ABC):
     def output_dim(self, target_dim: int) -> int:
         """Number of network outputs needed for targets with ``target_dim`` columns."""
 
+    def output_hint(self, target_dim: int) -> str:
+        """What the network's outputs mean to this likelihood, for error messages."""
+        return "one per target column"
+
     @abstractmethod
     def check_target(self, y: object) -> Tensor:
         """Validate targets and convert them to a tensor of the right dtype and rank."""
@@ -177,6 +181,9 @@ class HeteroskedasticGaussian(_RegressionTargets, Likelihood):
     def output_dim(self, target_dim: int) -> int:
         return 2 * target_dim
 
+    def output_hint(self, target_dim: int) -> str:
+        return "a mean and a raw scale per target column"
+
     def distribution(self, f: Tensor, globals_: dict[str, Tensor]) -> dist.TorchDistribution:
         k = f.shape[-1] // 2
         loc, raw = f[..., :k], f[..., k:]
@@ -196,6 +203,9 @@ class Bernoulli(Likelihood):
 
     def output_dim(self, target_dim: int) -> int:
         return 1
+
+    def output_hint(self, target_dim: int) -> str:
+        return "one logit; for two outputs use Categorical(2)"
 
     def check_target(self, y: object) -> Tensor:
         labels = as_tensor("y", y, ndim=1, dtype=torch.long)
@@ -227,6 +237,9 @@ class Categorical(Likelihood):
 
     def output_dim(self, target_dim: int) -> int:
         return self.num_classes
+
+    def output_hint(self, target_dim: int) -> str:
+        return "one logit per class"
 
     def check_target(self, y: object) -> Tensor:
         labels = as_tensor("y", y, ndim=1, dtype=torch.long)

@@ -16,7 +16,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 #: The sizes every block runs with in the suite; the README's own sizes are for a real run.
-CI_SIZES = {"num_warmup": 20, "num_samples": 20, "num_steps": 20, "num_chains": 2}
+CI_SIZES = {"num_warmup": 20, "num_samples": 20, "num_steps": 20, "num_chains": 2, "num_simulations": 10, "num_draws": 9}
 
 
 def python_blocks(text: str) -> list[str]:

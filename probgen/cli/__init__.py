@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from probgen import __version__
@@ -16,6 +17,9 @@ from probgen.cli import bnn, diffusion, inspect
 __all__ = ["main", "build_parser"]
 
 COMMANDS = (bnn, diffusion, inspect)
+#: Errors that mean the input was wrong (a value, a type, a file, a fit that diverged, the disk):
+#: reported in one line. probgen's checks raise these with a message that names the problem.
+USER_ERRORS = (ValueError, TypeError, FloatingPointError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args))
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print("probgen: interrupted.", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:  # a mistake in the input: one line that names it, no traceback
         print(f"probgen: error: {err}", file=sys.stderr)
         return 2
+    except Exception:  # a bug of ours: the whole traceback, and where to send it
+        traceback.print_exc()
+        print(
+            "probgen: internal error: the traceback above is a bug in probgen, not a mistake in your input; "
+            f"please report it with the command you ran (probgen {__version__}).",
+            file=sys.stderr,
+        )
+        return 1

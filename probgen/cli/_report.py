@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure, SubFigure  # noqa: E402
 
+from probgen._io import save_csv, save_figure, save_netcdf, save_text  # noqa: E402
 from probgen import plots  # noqa: E402
 from probgen.diagnostics import check_convergence, summarize  # noqa: E402
 from probgen.infer.results import PosteriorResult  # noqa: E402
@@ -52,7 +53,7 @@ def _save(path: Path, draw: Callable[[], Any]) -> Path:
     """Draw one figure, write it as PNG and close it (a report draws many)."""
     figure = _figure_of(draw())
     try:
-        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        save_figure(figure, path, dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(figure)
     return path
@@ -85,11 +86,11 @@ def write_bnn_report(
     paths: dict[str, Path] = {}
 
     paths["posterior"] = out_dir / "posterior.nc"
-    idata.to_netcdf(str(paths["posterior"]))
+    save_netcdf(idata, paths["posterior"])
     paths["summary"] = out_dir / "summary.csv"
-    summarize(idata).to_csv(paths["summary"])
+    save_csv(summarize(idata), paths["summary"])
     paths["diagnostics"] = out_dir / "diagnostics.txt"
-    paths["diagnostics"].write_text(str(check_convergence(idata, warn=False)) + "\n")
+    save_text(paths["diagnostics"], str(check_convergence(idata, warn=False)) + "\n")
 
     likelihood = result.model.likelihood
     one_d = result.x.dim() == 2 and result.x.shape[1] == 1 and result.y.dim() == 1

@@ -11,7 +11,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from probgen._io import save_text
 from probgen._validate import as_tensor, check_choice
+from probgen.cli._common import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+    prepare_output_folder,
+    read_numeric_csv,
+)
 from probgen.cli._report import write_bnn_report
 from probgen.datasets._base import DATA_DIR
 from probgen.infer.mcmc import fit_nuts
@@ -58,7 +66,7 @@ def register(subparsers: Any) -> None:
         "(data/cosine_train.csv) and write both reports to --out.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     demo.set_defaults(func=_demo_command)
 
@@ -70,35 +78,47 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian", help="observation model (default: gaussian)")
-    p.add_argument("--hidden", type=int, default=50, help="hidden units (default: 50)")
+    p.add_argument("--hidden", type=positive_int, default=50, help="hidden units (default: 50)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="activation (default: tanh)")
-    p.add_argument("--prior-scale", type=float, default=1.0, help="prior scale before fan-in scaling (default: 1)")
+    p.add_argument("--prior-scale", type=positive_float, default=1.0, help="prior scale before fan-in scaling (default: 1)")
     p.add_argument("--no-standardize", action="store_true", help="use features and a real target as given")
     p.add_argument("--guide", choices=sorted(GUIDES), default="normal", help="SVI guide (default: normal)")
-    p.add_argument("--num-steps", type=int, default=5000, help="SVI steps (default: 5000)")
-    p.add_argument("--lr", type=float, default=1e-2, help="SVI learning rate (default: 0.01)")
-    p.add_argument("--batch-size", type=int, default=None, help="SVI minibatch size (default: all rows)")
-    p.add_argument("--num-warmup", type=int, default=500, help="NUTS warm-up iterations per chain (default: 500)")
-    p.add_argument("--num-samples", type=int, default=500, help="draws per chain (default: 500)")
-    p.add_argument("--num-chains", type=int, default=4, help="NUTS chains (default: 4)")
+    p.add_argument("--num-steps", type=positive_int, default=5000, help="SVI steps (default: 5000)")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="SVI learning rate (default: 0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="SVI minibatch size (default: all rows)")
+    p.add_argument("--num-warmup", type=non_negative_int, default=500, help="NUTS warm-up iterations per chain (default: 500)")
+    p.add_argument("--num-samples", type=positive_int, default=500, help="draws per chain (default: 500)")
+    p.add_argument("--num-chains", type=positive_int, default=4, help="NUTS chains (default: 4)")
     p.add_argument(
-        "--num-workers", type=int, default=None, help="processes running the NUTS chains (default: one per core, at most one per chain)"
+        "--num-workers", type=positive_int, default=None, help="processes running the NUTS chains (default: one per core, at most one per chain)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _read_table(path: Path, target: str, features: list[str] | None) -> tuple[pd.DataFrame, pd.Series]:
-    if not path.exists():
-        raise FileNotFoundError(f"no such data file: {path}")
-    frame = pd.read_csv(path)
-    if target not in frame.columns:
-        raise ValueError(f"target column {target!r} is not in {path.name}; columns are {list(frame.columns)}.")
-    features = features or [c for c in frame.columns if c != target]
-    missing = [c for c in features if c not in frame.columns]
+def _read_table(
+    path: Path, target: str, features: list[str] | None, *, labels: bool = False
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The feature and target columns, checked (``labels``: the target holds class labels, which may be text)."""
+    header = read_numeric_csv(path, allow_text=_all_columns(path)).columns  # the file exists, has rows
+    if target not in header:
+        raise ValueError(f"target column {target!r} is not in {path.name}; columns are {list(header)}.")
+    missing = [c for c in features or () if c not in header]
     if missing:
-        raise ValueError(f"feature column(s) {missing} are not in {path.name}; columns are {list(frame.columns)}.")
+        raise ValueError(f"feature column(s) {missing} are not in {path.name}; columns are {list(header)}.")
+    features = features or [c for c in header if c != target]
+    if target in features:
+        raise ValueError(f"the target column {target!r} cannot also be a feature.")
+    frame = read_numeric_csv(path, [*features, target], allow_text=(target,) if labels else ())
     return frame[features], frame[target]
+
+
+def _all_columns(path: Path) -> list[str]:
+    """The header of a CSV file (read before the columns are checked one by one)."""
+    try:
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return []
 
 
 def fit_from_csv(
@@ -111,7 +131,8 @@ def fit_from_csv(
 ) -> tuple[PosteriorResult, dict[str, Path]]:
     """Read the CSV, build the BNN, fit it and write the report; returns the result and file paths."""
     check_choice("method", method, METHODS)
-    x_frame, y_series = _read_table(data, target, features)
+    out = prepare_output_folder(out)
+    x_frame, y_series = _read_table(data, target, features, labels=options.likelihood != "gaussian")
     x = as_tensor("x", x_frame, dtype=torch.float32, ndim=2)
     likelihood: Likelihood
     scaling: dict[str, Any] = {"features": list(x_frame.columns), "target": target}
@@ -151,7 +172,7 @@ def fit_from_csv(
     out.mkdir(parents=True, exist_ok=True)
     paths = write_bnn_report(result, out)
     scaling_path = out / "scaling.json"
-    scaling_path.write_text(json.dumps(scaling, indent=2))
+    save_text(scaling_path, json.dumps(scaling, indent=2))
     paths["scaling"] = scaling_path
     return result, paths
 

@@ -11,6 +11,7 @@ work from the saved model. The top-level parser calls :func:`register`.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -21,6 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from probgen._io import save_figure, save_netcdf, save_text
+from probgen.cli._common import (
+    non_negative_int,
+    open_unit_interval,
+    positive_float,
+    positive_int,
+    prepare_output_folder,
+    read_numeric_csv,
+    unit_interval,
+)
 from probgen.datasets.images import DIGITS_NUM_LEVELS, load_digits_split
 from probgen.datasets.toy2d import TOY2D_NAMES, load_toy2d
 from probgen.infer.diffusion import (
@@ -76,15 +87,8 @@ def _load_data(spec: str, *, seed: int, shift: list[float] | None = None, scale:
     path = Path(spec)
     if path.suffix.lower() != ".csv" or not path.is_file():
         raise ValueError(f"--data must be {_DATA_HELP}; got {spec!r}, which is not an existing .csv file.")
-    import pandas as pd
-
-    frame = pd.read_csv(path)
-    numeric = frame.select_dtypes("number")
-    if numeric.shape[1] != frame.shape[1] or numeric.shape[1] == 0:
-        raise ValueError(f"{path} must hold only numeric columns, got {list(frame.columns)}.")
-    values = torch.as_tensor(numeric.to_numpy(dtype=np.float64), dtype=dtype)
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{path} contains missing or infinite values; drop or impute them first.")
+    frame = read_numeric_csv(path)  # names the column that is not numeric or has gaps
+    values = torch.as_tensor(frame.to_numpy(dtype=np.float64), dtype=dtype)
     if shift is None or scale is None:
         # a fitted model keeps the training file's standardisation; a new one standardises here
         order = torch.as_tensor(np.random.default_rng(seed).permutation(values.shape[0]))
@@ -165,8 +169,10 @@ def _save_png(samples: Tensor, path: Path, reference: Tensor | None, title: str)
     else:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         plot_samples(samples, reference=reference, title=title, ax=ax)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _to_data_units(samples: Tensor, data: _Data) -> Tensor:
@@ -175,8 +181,7 @@ def _to_data_units(samples: Tensor, data: _Data) -> Tensor:
 
 def _fit(args: argparse.Namespace) -> int:
     data = _load_data(args.data, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(args.out)
     is_image = data.name == "digits"
     chain = _build_chain(args, tuple(data.train.shape[1:]), is_image)
     result = fit_diffusion(
@@ -198,16 +203,16 @@ def _fit(args: argparse.Namespace) -> int:
         "scale": [float(v) for v in data.scale],
         "seed": result.seed,
     }
-    (out / "data.json").write_text(json.dumps(saved_data, indent=2) + "\n")
-    np.savetxt(out / "losses.csv", result.losses.numpy(), header="loss", comments="")
+    save_text(out / "data.json", json.dumps(saved_data, indent=2) + "\n")
+    save_text(out / "losses.csv", "loss\n" + "".join(f"{float(v)!r}\n" for v in result.losses))
     bound = evaluate_bound(result.chain, data.test, seed=args.seed)
     summary = _bound_summary(bound, data)
     samples = sample_ancestral(result.chain, num_samples=args.num_samples, seed=args.seed)
     draws = samples.get_samples()["x_0"]
     if not is_image:
         summary["energy_distance"] = energy_distance(draws, data.test[: args.num_samples])
-    (out / "bound.json").write_text(json.dumps(summary, indent=2) + "\n")
-    result.to_arviz(bound=bound, samples=samples).to_netcdf(str(out / "run.nc"))  # in model units
+    save_text(out / "bound.json", json.dumps(summary, indent=2) + "\n")
+    save_netcdf(result.to_arviz(bound=bound, samples=samples), out / "run.nc")  # in model units
     _save_png(
         _to_data_units(draws, data),
         out / "samples.png",
@@ -237,7 +242,9 @@ def _sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        np.savetxt(out, samples.flatten(1).numpy(), delimiter=",")
+        buffer = io.StringIO()
+        np.savetxt(buffer, samples.flatten(1).numpy(), delimiter=",")
+        save_text(out, buffer.getvalue())
     else:
         _save_png(samples, out, None, f"{args.sampler} samples (seed {draws.seed})")
     print(f"wrote {args.num_samples} {args.sampler} samples to {out}")
@@ -257,7 +264,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     summary = _bound_summary(evaluate_bound(chain, data.test, seed=args.seed), data)
     text = json.dumps(summary, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        save_text(args.out, text + "\n")
     print(text)
     return 0
 
@@ -305,7 +312,7 @@ def register(subparsers: Any) -> None:
     )
     fit.add_argument("--data", required=True, help=_DATA_HELP)
     fit.add_argument("--out", required=True, help="output directory")
-    fit.add_argument("--timesteps", type=int, default=100, help="diffusion steps T of the chain (default 100)")
+    fit.add_argument("--timesteps", type=positive_int, default=100, help="diffusion steps T of the chain (default 100)")
     fit.add_argument(
         "--schedule", choices=SCHEDULE_NAMES, default=None, help="noise schedule (default linear; log_snr for digits)"
     )
@@ -314,11 +321,11 @@ def register(subparsers: Any) -> None:
     )
     fit.add_argument("--prediction", choices=PREDICTIONS, default="epsilon", help="what the net predicts")
     fit.add_argument("--objective", choices=OBJECTIVES, default="elbo", help="training objective (default elbo)")
-    fit.add_argument("--num-steps", type=int, default=3000, help="optimisation steps (default 3000)")
-    fit.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
-    fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    fit.add_argument("--num-steps", type=positive_int, default=3000, help="optimisation steps (default 3000)")
+    fit.add_argument("--batch-size", type=positive_int, default=256, help="minibatch size (default 256)")
+    fit.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
     fit.add_argument(
-        "--hidden", type=int, default=None, help="width of the denoising net (default 128 for vectors, 32 for digits)"
+        "--hidden", type=positive_int, default=None, help="width of the denoising net (default 128 for vectors, 32 for digits)"
     )
     fit.add_argument(
         "--timestep-sampling",
@@ -326,9 +333,9 @@ def register(subparsers: Any) -> None:
         default="uniform",
         help="how the ELBO estimator draws steps (default uniform; importance needs --objective elbo)",
     )
-    fit.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights with this decay")
-    fit.add_argument("--num-samples", type=int, default=1000, help="samples to draw for the PNG (default 1000)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of training, evaluation and sampling (default 0)")
+    fit.add_argument("--ema-decay", type=open_unit_interval, default=None, help="keep an EMA of the weights with this decay")
+    fit.add_argument("--num-samples", type=positive_int, default=1000, help="samples to draw for the PNG (default 1000)")
+    fit.add_argument("--seed", type=non_negative_int, default=0, help="seed of training, evaluation and sampling (default 0)")
     fit.set_defaults(func=_guarded(_fit))
 
     sample = commands.add_parser(
@@ -339,11 +346,11 @@ def register(subparsers: Any) -> None:
     )
     sample.add_argument("--model", required=True, help="directory written by 'probgen diffusion fit'")
     sample.add_argument("--out", required=True, help="output file, .png or .csv")
-    sample.add_argument("--num-samples", type=int, default=1000, help="number of samples (default 1000)")
+    sample.add_argument("--num-samples", type=positive_int, default=1000, help="number of samples (default 1000)")
     sample.add_argument("--sampler", choices=_SAMPLERS, default="ancestral", help="ancestral (the Pyro model) or ddim")
-    sample.add_argument("--ddim-steps", type=int, default=None, help="steps DDIM visits (default: all T of the chain)")
-    sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta, 0 deterministic to 1 (default 0)")
-    sample.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sample.add_argument("--ddim-steps", type=positive_int, default=None, help="steps DDIM visits (default: all T of the chain)")
+    sample.add_argument("--eta", type=unit_interval, default=0.0, help="DDIM eta, 0 deterministic to 1 (default 0)")
+    sample.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
     sample.set_defaults(func=_guarded(_sample))
 
     evaluate = commands.add_parser(
@@ -359,5 +366,5 @@ def register(subparsers: Any) -> None:
         help="data to score: the fit's data set (test split) by default, or a CSV file (all rows)",
     )
     evaluate.add_argument("--out", default=None, help="also write the JSON to this file")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default 0)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise draws (default 0)")
     evaluate.set_defaults(func=_guarded(_evaluate))

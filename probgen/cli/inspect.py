@@ -45,19 +45,19 @@ def handler(args: argparse.Namespace) -> int:
     """Print the summary and the checks; returns 0, or 1 under ``--strict`` when a check fails, 2 for a bad file."""
     path: Path = args.file
     if not path.is_file():
-        print(f"probgen inspect: no such file: {path}", file=sys.stderr)
+        print(f"probgen inspect: error: no such file: {path}", file=sys.stderr)
         return 2
     az = import_arviz()
     try:
         idata = az.from_netcdf(str(path))
     except (OSError, ValueError) as err:
-        print(f"probgen inspect: cannot read {path} as ArviZ NetCDF ({err}).", file=sys.stderr)
+        print(f"probgen inspect: error: {path} is not a readable ArviZ NetCDF file ({err}).", file=sys.stderr)
         return 2
     if idata.attrs.get("inference_method") == "diffusion":
         print("\n".join(_diffusion_lines(path, idata)))
         return 0
     if "posterior" not in idata.groups():
-        print(f"probgen inspect: {path} has no posterior group.", file=sys.stderr)
+        print(f"probgen inspect: error: {path} has no posterior group.", file=sys.stderr)
         return 2
     report = check_convergence(idata, var_names=args.var_names, warn=False)
     print(f"{path}: {report.method} posterior, {report.num_chains} chain(s) x {report.num_draws} draws")

@@ -25,6 +25,7 @@ from probgen.infer._model import (
     InferenceModel,
     ModelData,
     check_draw_shapes,
+    check_model_kwargs,
     check_no_extra_latents,
     param_dims,
     resolve_dim_clashes,
@@ -69,6 +70,7 @@ class BNNModel(InferenceModel):
         self.model: BNN = copy.deepcopy(model)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, *, fit: bool) -> ModelData:
+        kwargs = check_model_kwargs(kwargs)
         if kwargs:
             raise TypeError(
                 f"a BNN takes its data positionally, fit(model, x, y); got model_kwargs {sorted(kwargs)}."

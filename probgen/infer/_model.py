@@ -34,7 +34,10 @@ from torch import Tensor, nn
 from probgen._types import SAMPLE_DIMS, Samples
 from probgen.infer._flat import FlatLogDensity
 
-__all__ = ["InferenceModel", "ModelData", "param_dims", "resolve_dim_clashes", "check_draw_shapes", "check_no_extra_latents"]
+__all__ = [
+    "InferenceModel", "ModelData", "param_dims", "resolve_dim_clashes", "check_draw_shapes", "check_no_extra_latents",
+    "check_model_kwargs",
+]  # fmt: skip
 
 #: Layers whose parameters get named dims: weights ``(out, in, *kernel)``, biases ``(out,)``.
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -241,3 +244,12 @@ def check_no_extra_latents(posterior_latents: list[str], model_latents: Mapping[
             f"(it samples {', '.join(map(repr, model_latents)) or 'nothing'}); pass the model that was "
             "fitted, e.g. with the same likelihood (a learned or a fixed noise scale)."
         )
+
+
+def check_model_kwargs(model_kwargs: Any) -> Mapping[str, Any]:
+    """``model_kwargs`` as a mapping (``None`` is empty); anything else is a TypeError that says so."""
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping):
+        raise TypeError(f"model_kwargs must be a dict of keyword data, got {type(model_kwargs).__name__}.")
+    return model_kwargs

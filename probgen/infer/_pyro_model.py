@@ -43,6 +43,7 @@ from probgen.infer._model import (
     InferenceModel,
     ModelData,
     check_draw_shapes,
+    check_model_kwargs,
     check_no_extra_latents,
     resolve_dim_clashes,
 )
@@ -202,7 +203,7 @@ class PyroModel(InferenceModel):
         return names
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, *, fit: bool) -> PyroData:
-        kwargs = dict(kwargs or {})
+        kwargs = dict(check_model_kwargs(kwargs))
         if self.signature is not None:
             try:
                 self.signature.bind(*args, **kwargs)

@@ -247,6 +247,7 @@ def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
     :param bool predictive: passed to :func:`to_arviz` for results.
     :raises TypeError: for anything else.
     :raises FileNotFoundError: for a path that does not exist.
+    :raises ValueError: for a file that is not a readable NetCDF file (truncated, foreign).
     """
     az = import_arviz()
     if isinstance(source, PosteriorResult):
@@ -257,8 +258,17 @@ def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
         if not os.path.isfile(source):
             raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; pass the path of a posterior.nc file.")
         source = os.fspath(source)
-    if isinstance(source, (az.InferenceData, str)):
-        return az.convert_to_inference_data(source)  # an InferenceData as it is; a path through from_netcdf
+    if isinstance(source, str):
+        try:
+            return az.convert_to_inference_data(source)  # a path through from_netcdf
+        except (OSError, ValueError, KeyError, TypeError) as error:  # h5py, netCDF4 and xarray raise these
+            first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise ValueError(
+                f"{source!r} is not a readable ArviZ NetCDF file ({type(error).__name__}: {first}); it may be "
+                "truncated or of another format. Pass a file written by InferenceData.to_netcdf."
+            ) from error
+    if isinstance(source, az.InferenceData):
+        return source
     raise TypeError(
         "expected a probgen result, an arviz.InferenceData or the path of a NetCDF file, "
         f"got {type(source).__name__}."

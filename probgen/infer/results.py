@@ -36,7 +36,7 @@ from probgen._types import SAMPLE_DIMS, Samples
 from probgen._validate import check_both_or_neither, check_seed
 from probgen.infer._model import InferenceModel, ModelData
 from probgen.models.diffusion.chain import DiffusionChain
-from probgen.models.diffusion.io import read_checkpoint, write_checkpoint
+
 
 __all__ = [
     "PosteriorResult",
@@ -50,6 +50,11 @@ __all__ = [
     "Sampler",
     "SAMPLERS",
 ]
+
+
+#: The ``"format"`` of a file written by :meth:`SVIState.save`, and that format's version.
+SVI_STATE_FORMAT = "probgen.svi_state"
+SVI_STATE_VERSION = 1
 
 
 class SVIState(NamedTuple):
@@ -81,21 +86,18 @@ class SVIState(NamedTuple):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state atomically (a kill during the write leaves the previous file), versioned."""
-        save_checkpoint(self._asdict(), path, kind="SVIState")
+        save_checkpoint(self._asdict(), path, file_format=SVI_STATE_FORMAT, version=SVI_STATE_VERSION)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SVIState:
         """Read a state written by :meth:`save` (``torch.load(weights_only=True)``: no code from the file runs).
 
-        :raises probgen.CheckpointError: for a truncated, foreign or older file.
+        :raises FileNotFoundError: if there is no file at ``path``.
+        :raises probgen.CheckpointError: (a ValueError) for a truncated or foreign file, another kind
+            of file, or one from a newer probgen.
         """
-        return cls(**load_checkpoint(path, kind="SVIState"))
-
-
-def _check_model_kwargs(model_kwargs: Any) -> Mapping[str, Any] | None:
-    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
-        raise TypeError(f"model_kwargs must be a dict of keyword data, got {type(model_kwargs).__name__}.")
-    return model_kwargs
+        raw = load_checkpoint(path, file_format=SVI_STATE_FORMAT, version=SVI_STATE_VERSION, what="an SVI state")
+        return cls(**{name: raw[name] for name in cls._fields if name in raw})
 
 
 @dataclass(frozen=True, repr=False)
@@ -145,8 +147,8 @@ class PosteriorResult:
     def _bnn_data(self, index: int) -> Tensor:
         if self.spec.kind != "bnn":
             raise AttributeError(
-                f"x and y are the data of a BNN fit; this result's model is a Pyro program, whose data "
-                f"are result.data.args and result.data.kwargs."
+                "x and y are the data of a BNN fit; this result's model is a Pyro program, whose data "
+                "are result.data.args and result.data.kwargs."
             )
         return self._training().args[index]
 
@@ -179,7 +181,7 @@ class PosteriorResult:
 
         :param int seed: seeds the draws; defaults to the fit's seed.
         """
-        data = self.spec.bind(args, _check_model_kwargs(model_kwargs), fit=False)
+        data = self.spec.bind(args, model_kwargs, fit=False)
         seed = self.seed if seed is None else check_seed(seed)
         return self.spec.predict(self.samples, data, seed=seed)
 
@@ -192,7 +194,7 @@ class PosteriorResult:
         if args or model_kwargs:
             if self.spec.kind == "bnn":
                 check_both_or_neither(args[0] if args else None, args[1] if len(args) > 1 else None)
-            data = self.spec.bind(args, _check_model_kwargs(model_kwargs), fit=True)
+            data = self.spec.bind(args, model_kwargs, fit=True)
         else:
             data = self._training()
         values = self.spec.log_likelihood(self.samples, data)
@@ -312,7 +314,7 @@ class DiffusionTrainState(NamedTuple):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` (``torch.save``, atomically: a crash leaves the old file)."""
-        write_checkpoint(self._asdict(), path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION)
+        save_checkpoint(self._asdict(), path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DiffusionTrainState:
@@ -322,7 +324,7 @@ class DiffusionTrainState(NamedTuple):
         :raises ValueError: for a file that is not a training state (a saved chain, a foreign file,
             a checkpoint of an older or a newer probgen).
         """
-        raw = read_checkpoint(
+        raw = load_checkpoint(
             path, file_format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION, what="a diffusion training state"
         )
         return cls(**{name: raw[name] for name in cls._fields})

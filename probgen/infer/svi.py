@@ -320,9 +320,13 @@ class SVI:
         lr = self._learning_rate(self._step)
         try:
             loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
-        except ValueError as error:  # Pyro's distributions refuse NaN parameters: the fit diverged earlier
-            if not all(torch.isfinite(p).all() for p in self._parameters()):
-                raise self._diverged(math.nan, lr) from error
+        except ValueError as error:
+            # torch's distributions refuse invalid parameters (NaN, or a scale that underflowed to 0).
+            # Parameters that were valid at the first step and are invalid now were driven there by
+            # the optimiser: the fit diverged. At the first step it is the model's own mistake.
+            drifted = self._step > 0 and str(error).startswith("Expected parameter")
+            if drifted or not all(torch.isfinite(p).all() for p in self._parameters()):
+                raise self._diverged("invalid (a distribution's parameter left its support)", lr) from error
             raise
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -337,7 +341,7 @@ class SVI:
         self._rng_state = torch.get_rng_state()  # after the step: whatever runs next cannot shift it
         return value
 
-    def _diverged(self, value: float, lr: float) -> FloatingPointError:
+    def _diverged(self, value: float | str, lr: float) -> FloatingPointError:
         return FloatingPointError(
             f"the loss (negative ELBO) became {value} at step {self._step + 1}, so the fit diverged; lower lr "
             f"(it was {lr:.3g}), standardise the data, or shrink init_scale. The state before this step is "
@@ -583,6 +587,8 @@ def fit_svi(
     min_delta = check_positive_float("min_delta", min_delta, allow_zero=True)
     stopper = None if patience is None else _EarlyStopping(check_positive_int("patience", patience), min_delta)
     seed = check_seed(seed)
+    if init_state is not None and not isinstance(init_state, SVIState):
+        raise TypeError(f"init_state must be an SVIState (result.state or SVIState.load(path)), got {type(init_state).__name__}.")
 
     if decay_steps is None:
         resumed = None if init_state is None else getattr(init_state, "decay_steps", None)

@@ -106,15 +106,42 @@ class BNN(nn.Module):
         return tensor
 
     def check_data(self, x: object, y: object | None) -> tuple[Tensor, Tensor | None]:
-        """Validate a data set: inputs, targets and their agreement in length."""
+        """Validate a data set: inputs, targets, their agreement in length, and the network's output
+        width against what the likelihood reads for these targets.
+
+        A single target column ``(n, 1)`` is taken as ``(n,)``: against one network output it would
+        otherwise broadcast the likelihood to an ``n x n`` grid.
+        """
         x_t = self.check_x(x)
         if y is None:
             return x_t, None
         y_t = self.likelihood.check_target(y)
         if y_t.is_floating_point():
             y_t = y_t.to(self.dtype)
+        if y_t.dim() == 2 and y_t.shape[1] == 1:
+            y_t = y_t[:, 0]
         check_same_length("x", x_t, "y", y_t)
+        self.check_outputs(x_t, y_t)
         return x_t, y_t
+
+    def output_width(self, x: Tensor) -> int:
+        """The network's number of outputs, from one forward pass on the first row of ``x``."""
+        weights = {name: _any_value(prior) for name, prior in self.weight_priors.items()}
+        with torch.no_grad():
+            out = self.forward_with(weights, x[:1])
+        return int(out.shape[-1]) if out.dim() > 1 else 1
+
+    def check_outputs(self, x: Tensor, y: Tensor) -> None:
+        """Raise a ValueError when the network's output width is not what the likelihood needs for ``y``."""
+        target_dim = y.shape[1] if y.dim() == 2 else 1
+        needed = self.likelihood.output_dim(target_dim)
+        width = self.output_width(x)
+        if width != needed:
+            raise ValueError(
+                f"the network has {width} output(s) but {self.likelihood!r} needs {needed} for targets "
+                f"with {target_dim} column(s) ({self.likelihood.output_hint(target_dim)}); change the last "
+                "layer's width or the likelihood."
+            )
 
     # -- the network as a function of its weights -------------------------------------------
 
@@ -143,3 +170,11 @@ class BNN(nn.Module):
             raise ValueError(f"x must be 2-D (rows, features), got shape {tuple(x.shape)}.")
         weights = {name: pyro.sample(name, prior) for name, prior in self.weight_priors.items()}
         return self.likelihood(lambda xb: self.forward_with(weights, xb), x, y, subsample_size=subsample_size)
+
+
+def _any_value(prior: dist.TorchDistribution) -> Tensor:
+    """A value of the prior's shape (its mean, or a draw where the mean is undefined)."""
+    try:
+        return prior.mean
+    except NotImplementedError:
+        return prior.sample()

@@ -89,7 +89,7 @@ def test_inspect_names_a_bad_file(tmp_path, capsys):
     junk = tmp_path / "junk.nc"
     junk.write_text("not netcdf")
     assert _run(str(junk)) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "is not a readable ArviZ NetCDF" in capsys.readouterr().err
 
 
 def test_inspect_help(capsys):

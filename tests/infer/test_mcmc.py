@@ -86,14 +86,19 @@ def test_gap_predictive_uncertainty_is_larger_off_the_data():
         num_warmup=300, num_samples=200, num_chains=4, max_tree_depth=6, seed=0, progress_bar=False,
     )  # fmt: skip
     assert result.backend == "flat"
-    x = torch.tensor([[0.0], [0.8], [0.4], [1.4]])  # on the data, on the data, gap, beyond
-    pred = result.predict(x)
-    total, epistemic = pred.std.numpy(), pred.epistemic_var.sqrt().numpy()
-    assert np.isfinite(total).all()
+    on_data = torch.tensor([[-0.1], [0.0], [0.1], [0.7], [0.8], [0.9]])
+    gap = torch.tensor([[0.3], [0.4], [0.5]])
+    beyond = torch.tensor([[1.4]])
+    pred = {name: result.predict(x) for name, x in [("on", on_data), ("gap", gap), ("out", beyond)]}
+    var = {name: p.epistemic_var.mean().item() for name, p in pred.items()}
+    total = {name: p.std.pow(2).mean().sqrt().item() for name, p in pred.items()}
+    assert all(np.isfinite(list(var.values()))), var
     # On the data the total sd is floored by the noise (~0.077) and the epistemic sd is small
-    # (~0.03, noise / sqrt of the nearby points). Off the data the function is unconstrained.
-    # The sd estimates from 800 draws carry ~10% relative Monte Carlo error (ESS >= 50 per
-    # quantity, error ~ 1/sqrt(2 ESS)), so the thresholds below leave room for it while still
-    # failing for a posterior whose uncertainty does not grow off the data.
-    assert total[2] > 1.4 * max(total[:2]) and total[3] > 2 * max(total[:2]), total
-    assert min(epistemic[2:]) > 3 * max(epistemic[:2]), epistemic
+    # (~0.03, noise / sqrt of the nearby points); off the data the function is unconstrained.
+    # The margins are set from repeated runs, not from ESS alone: a BNN posterior is
+    # multimodal, and which modes four short chains visit moves the gap's epistemic variance
+    # by a factor of ~4 between machines with the same seed (observed: 0.006 to 0.023, against
+    # ~0.001 on the data). Averaging over three gap points and six data points damps that; a
+    # posterior whose uncertainty does not grow off the data (ratio ~1) still fails by far.
+    assert var["gap"] > 3 * var["on"] and var["out"] > 20 * var["on"], var
+    assert total["gap"] > 1.15 * total["on"] and total["out"] > 2 * total["on"], total

@@ -75,11 +75,27 @@ def test_every_guide_fits_and_draws_one_chain(guide):
     assert result.get_sample_stats() == {}
 
 
+def test_a_decaying_schedule_split_over_two_calls_is_the_schedule_of_one_call():
+    """With final_lr, the first call names the whole horizon (decay_steps); the state keeps it."""
+    x, y = _toy(32)
+    kwargs = dict(num_samples=10, progress_bar=False, batch_size=8, lr=0.05, final_lr=1e-3, seed=3)
+    whole = fit_svi(_mlp(), x, y, num_steps=40, **kwargs)
+    first = fit_svi(_mlp(), x, y, num_steps=25, decay_steps=40, **kwargs)
+    assert first.state.decay_steps == 40
+    second = fit_svi(_mlp(), x, y, num_steps=15, init_state=first.state, **kwargs)
+    assert torch.equal(second.losses, whole.losses)
+    for name in whole.state.guide_state:
+        assert torch.equal(second.state.guide_state[name], whole.state.guide_state[name]), name
+    # without the horizon the first call decays over its own 25 steps: a different run
+    alone = fit_svi(_mlp(), x, y, num_steps=25, **kwargs)
+    assert not torch.equal(alone.losses[1:], first.losses[1:])
+
+
 def test_resuming_reproduces_an_uninterrupted_run(tmp_path):
     x, y = _toy(32)
     kwargs = dict(num_samples=10, progress_bar=False, batch_size=8)
     whole = fit_svi(_mlp(), x, y, num_steps=40, seed=3, **kwargs)
-    first = fit_svi(_mlp(), x, y, num_steps=25, seed=3, checkpoint=str(tmp_path / "svi.pt"), **kwargs)
+    fit_svi(_mlp(), x, y, num_steps=25, seed=3, checkpoint=str(tmp_path / "svi.pt"), **kwargs)
     state = SVIState.load(str(tmp_path / "svi.pt"))
     assert state.step == 25
     second = fit_svi(_mlp(), x, y, num_steps=15, seed=3, init_state=state, **kwargs)

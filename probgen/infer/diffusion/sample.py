@@ -21,7 +21,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
-from probgen._validate import check_positive_float, check_positive_int, check_seed
+from probgen._validate import check_positive_int, check_probability, check_seed
 from probgen.infer.diffusion._util import check_chain, check_data
 from probgen.infer.results import DiffusionSamples, Sampler
 from probgen.models.diffusion.chain import DiffusionChain
@@ -237,7 +237,7 @@ def sample_ddim(
         raise ValueError(
             f"num_sampling_steps must lie in [2, {num_timesteps}] (the chain's num_timesteps), got {num_sampling_steps}."
         )
-    eta = check_positive_float("eta", eta, allow_zero=True)
+    eta = check_probability("eta", eta, open_interval=False)  # [2] Section 4.1: 0 (DDIM) to 1 (DDPM-like)
     seed = check_seed(seed)
     start = time.perf_counter()
     lead = (num_chains, num_samples)

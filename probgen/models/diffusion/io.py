@@ -6,29 +6,29 @@ decoder and options. :func:`load_chain` rebuilds it. Files are read with ``torch
 so loading never runs code from the file; a network or decoder of the user's own class is therefore not
 rebuilt from the file but passed again (``load_chain(path, net=MyNet(...))``).
 
-Every file is a dict with a ``"format"`` and a ``"version"``; :func:`write_checkpoint` writes it atomically
-(a temporary file, then ``os.replace``) and :func:`read_checkpoint` refuses, with a message saying what the
-file is, anything else: a foreign file, a file of another kind, one from an older or a newer probgen.
+Every file is a dict with a ``"format"`` and a ``"version"``, written atomically by
+:func:`probgen._io.save_checkpoint`; :func:`probgen._io.load_checkpoint` refuses, with a message saying
+what the file is, anything else: a foreign or truncated file, a file of another kind, one from an older
+or a newer probgen.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import pickle
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 from torch import nn
 
+from probgen._io import load_checkpoint, save_checkpoint
 from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, GaussianDecoder
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser
 from probgen.models.diffusion.schedules import make_schedule
 
-__all__ = ["CHAIN_FORMAT", "load_chain", "read_checkpoint", "save_chain", "write_checkpoint"]
+__all__ = ["CHAIN_FORMAT", "load_chain", "save_chain"]
 
 #: The ``"format"`` of a file written by :func:`save_chain`; its ``"version"`` is :data:`CHAIN_VERSION`.
 CHAIN_FORMAT = "probgen.diffusion_chain"
@@ -45,59 +45,6 @@ _DECODERS: dict[str, type[Decoder]] = {
     "GaussianDecoder": GaussianDecoder,
     "DiscretizedGaussianDecoder": DiscretizedGaussianDecoder,
 }
-
-
-def write_checkpoint(
-    payload: Mapping[str, Any], path: str | os.PathLike[str], *, file_format: str, version: int
-) -> None:
-    """Write ``payload`` plus its ``file_format`` and ``version`` with ``torch.save``, atomically.
-
-    The file is written next to ``path`` and moved into place with ``os.replace``, so a crash never
-    leaves a half-written file where a good one was.
-    """
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save({"format": file_format, "version": version, **payload}, tmp)
-    os.replace(tmp, target)
-
-
-def read_checkpoint(
-    path: str | os.PathLike[str], *, file_format: str, version: int, what: str, old: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Read a file written by :func:`write_checkpoint` with ``file_format`` and at most ``version``.
-
-    :param str what: what the file should hold, for messages ("a diffusion chain").
-    :param old: earlier formats of the same thing, mapped to what to do about them.
-    :returns: the payload, ``"format"`` and ``"version"`` included.
-    :raises FileNotFoundError: if there is no file at ``path``.
-    :raises ValueError: for a file that is not a probgen file of this kind, or from a newer probgen.
-    """
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"no such file: {os.fspath(source)!r}; expected {what} saved by probgen.")
-    try:
-        raw = torch.load(source, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"{source} is not {what} saved by probgen: torch.load(weights_only=True) cannot read it ({error})."
-        ) from error
-    found = raw.get("format") if isinstance(raw, dict) else None
-    if found != file_format:
-        if isinstance(found, str) and old and found in old:
-            raise ValueError(f"{source} is {old[found]}.")
-        kind = (
-            f"format {found!r}"
-            if isinstance(found, str)
-            else "no probgen format: a foreign file, or one from a probgen older than versioned files"
-        )
-        raise ValueError(f"{source} is not {what} saved by probgen (it has {kind}; expected {file_format!r}).")
-    saved = raw.get("version")
-    if not isinstance(saved, int) or saved > version:
-        raise ValueError(
-            f"{source} holds {what} in version {saved!r} of its format, newer than this probgen reads "
-            f"(version {version}); upgrade probgen."
-        )
-    return raw
 
 
 def _describe(obj: nn.Module | Decoder) -> dict[str, Any] | None:
@@ -147,7 +94,7 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
         "variance": chain.variance,
         "prediction": chain.prediction,
     }
-    write_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
+    save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
 
 
 def _rebuild(kind: str, saved: dict[str, Any] | None, given: Any, registry: Mapping[str, type]) -> Any:
@@ -177,7 +124,7 @@ def load_chain(
         one from an older or a newer probgen), or a network or decoder that must be passed.
     :raises RuntimeError: if the given ``net`` does not match the saved weights (torch's message names them).
     """
-    saved = read_checkpoint(
+    saved = load_checkpoint(
         path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
     )
     model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
