@@ -1,6 +1,8 @@
 """Data sets for tutorials, tests and benchmarks: generated toys and data that scikit-learn bundles.
 
-Nothing is downloaded. Generated sets are also written to the repository's ``data/`` folder by
+Nothing is downloaded. :func:`load_uci` reads a user's copy of a UCI benchmark folder
+(``data.txt``, ``index_features.txt``, ``index_target.txt``) and regenerates its standard splits;
+probgen ships none of those files. Generated sets are also written to the repository's ``data/`` folder by
 ``data/make_data.py``; the loaders read those files in a checkout and regenerate them otherwise.
 """
 
@@ -8,6 +10,7 @@ from probgen.datasets._base import Dataset
 from probgen.datasets.classification import load_digits_classification, load_moons, make_moons
 from probgen.datasets.images import DigitsSplit, load_digits_split, pixel_categorical_bits_per_dim
 from probgen.datasets.regression import load_cosine, load_diabetes, load_gap, make_cosine, make_gap
+from probgen.datasets.uci import Standardization, UCIDataset, load_uci, uci_split_indices
 from probgen.datasets.toy2d import (
     CHECKERBOARD_ENTROPY,
     EIGHT_GAUSSIANS_ENTROPY,
@@ -42,4 +45,8 @@ __all__ = [
     "load_digits_split",
     "DigitsSplit",
     "pixel_categorical_bits_per_dim",
+    "load_uci",
+    "uci_split_indices",
+    "UCIDataset",
+    "Standardization",
 ]
