@@ -1,20 +1,29 @@
-"""``probgen bnn fit`` and ``probgen demo``: fit a BNN to a CSV file and write a report."""
+"""``probgen bnn fit`` and ``probgen demo``: fit a BNN to a CSV file and write a report.
+
+Inference options left unset take the library's defaults (``fit_svi``'s and ``fit_nuts``'s), so the
+command line fits what ``fit_svi(BNN(net), x, y)`` would; the help text quotes them from the
+functions' signatures. ``--test-size`` holds out a seeded random fraction of the rows,
+standardises on the rest only, and reports the held-out RMSE (or accuracy) and the mixture
+log-likelihood on the original scale (``test_metrics.json``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from probgen._io import save_text
 from probgen._validate import as_tensor, check_choice
 from probgen.cli._common import (
     non_negative_int,
+    open_unit_interval,
     positive_float,
     positive_int,
     prepare_output_folder,
@@ -22,6 +31,8 @@ from probgen.cli._common import (
 )
 from probgen.cli._report import write_bnn_report
 from probgen.datasets._base import DATA_DIR
+from probgen.datasets.uci import Standardization
+from probgen.metrics import mixture_log_likelihood, rmse
 from probgen.infer.mcmc import fit_nuts
 from probgen.infer.results import PosteriorResult
 from probgen.infer.svi import GUIDES, fit_svi
@@ -55,6 +66,11 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--features", nargs="+", help="feature columns (default: every other column)")
     fit.add_argument("--method", choices=METHODS, default="nuts", help="inference method (default: nuts)")
     fit.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    fit.add_argument(
+        "--test-size", type=open_unit_interval, default=None,
+        help="hold out this fraction of the rows (random, seeded by --seed), standardise on the rest and "
+        "report test RMSE and log-likelihood on the original scale (default: fit every row)",
+    )  # fmt: skip
     _add_model_options(fit)
     fit.set_defaults(func=_fit_command)
     bnn.set_defaults(func=lambda args: _print_help(bnn))
@@ -83,17 +99,62 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-scale", type=positive_float, default=1.0, help="prior scale before fan-in scaling (default: 1)")
     p.add_argument("--no-standardize", action="store_true", help="use features and a real target as given")
     p.add_argument("--guide", choices=sorted(GUIDES), default="normal", help="SVI guide (default: normal)")
-    p.add_argument("--num-steps", type=positive_int, default=5000, help="SVI steps (default: 5000)")
-    p.add_argument("--lr", type=positive_float, default=1e-2, help="SVI learning rate (default: 0.01)")
+    library = "(default: the library's, %s)"
+    p.add_argument("--num-steps", type=positive_int, default=None, help="SVI steps " + library % _default(fit_svi, "num_steps"))
+    p.add_argument("--lr", type=positive_float, default=None, help="SVI learning rate " + library % _default(fit_svi, "lr"))
     p.add_argument("--batch-size", type=positive_int, default=None, help="SVI minibatch size (default: all rows)")
-    p.add_argument("--num-warmup", type=non_negative_int, default=500, help="NUTS warm-up iterations per chain (default: 500)")
-    p.add_argument("--num-samples", type=positive_int, default=500, help="draws per chain (default: 500)")
-    p.add_argument("--num-chains", type=positive_int, default=4, help="NUTS chains (default: 4)")
+    p.add_argument(
+        "--num-warmup", type=non_negative_int, default=None,
+        help="NUTS warm-up iterations per chain " + library % _default(fit_nuts, "num_warmup"),
+    )  # fmt: skip
+    p.add_argument(
+        "--num-samples", type=positive_int, default=None,
+        help="draws per chain (SVI: draws from the guide, times --num-chains) " + library % _default(fit_nuts, "num_samples"),
+    )  # fmt: skip
+    p.add_argument("--num-chains", type=positive_int, default=None, help="NUTS chains " + library % _default(fit_nuts, "num_chains"))
     p.add_argument(
         "--num-workers", type=positive_int, default=None, help="processes running the NUTS chains (default: one per core, at most one per chain)"
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _default(function: Any, name: str) -> Any:
+    """A keyword's default in ``function``'s signature: the command line quotes the library, never a copy."""
+    return inspect.signature(function).parameters[name].default
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set (``None`` means: the library's default)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _held_out(n: int, test_size: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Training and test rows of a seeded random split that holds out ``round(test_size * n)`` rows."""
+    num_test = round(test_size * n)
+    if not 1 <= num_test < n:
+        raise ValueError(f"--test-size {test_size} holds out {num_test} of {n} rows; it must leave at least one row on each side.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[num_test:], perm[:num_test]
+
+
+def _test_metrics(
+    result: PosteriorResult, x: Tensor, y: Tensor, scaler: Standardization | None, is_regression: bool
+) -> dict[str, float]:
+    """Held-out scores on the original scale: RMSE (regression) or accuracy, and the mixture log-likelihood."""
+    metrics: dict[str, float] = {"num_test": int(y.shape[0])}
+    offset = scaler.log_likelihood_offset if scaler is not None else 0.0
+    metrics["test_log_likelihood"] = float(mixture_log_likelihood(result.log_likelihood(x, y))) + offset
+    pred = result.predict(x)
+    if is_regression:
+        mean, target = pred.mean, y
+        if scaler is not None:
+            mean, target = scaler.unscale_y(mean), scaler.unscale_y(y)
+        metrics["test_rmse"] = rmse(mean, target)
+    else:
+        labels = (pred.mean > 0.5).long() if pred.mean.ndim == 1 else pred.mean.argmax(-1)
+        metrics["test_accuracy"] = float((labels == y.long()).double().mean())
+    return metrics
 
 
 def _read_table(
@@ -136,20 +197,34 @@ def fit_from_csv(
     x = as_tensor("x", x_frame, dtype=torch.float32, ndim=2)
     likelihood: Likelihood
     scaling: dict[str, Any] = {"features": list(x_frame.columns), "target": target}
-    if options.likelihood == "gaussian":
+    is_regression = options.likelihood == "gaussian"
+    if is_regression:
         likelihood = Gaussian()
         y = as_tensor("y", y_series, dtype=torch.float32, ndim=1)
     else:
         y = as_tensor("y", y_series, dtype=torch.long, ndim=1)
         likelihood = Bernoulli() if options.likelihood == "bernoulli" else Categorical(int(y.max()) + 1)
+    test_size = getattr(options, "test_size", None)
+    x_test = y_test = None
+    if test_size is not None:
+        train_rows, test_rows = _held_out(x.shape[0], test_size, options.seed)
+        x, x_test, y, y_test = x[train_rows], x[test_rows], y[train_rows], y[test_rows]
+        scaling.update(test_size=test_size, test_rows=sorted(test_rows.tolist()))
+    scaler: Standardization | None = None
     if not options.no_standardize:
+        # statistics of the training rows only, so that held-out rows stay unseen
         mean, std = x.mean(0), x.std(0).clamp_min(1e-12)
         x = (x - mean) / std
         scaling.update(x_mean=mean.tolist(), x_std=std.tolist())
-        if options.likelihood == "gaussian":
-            y_mean, y_std = y.mean(), y.std().clamp_min(1e-12)
+        y_mean, y_std = 0.0, 1.0
+        if is_regression:
+            y_mean, y_std = float(y.mean()), float(y.std().clamp_min(1e-12))
             y = (y - y_mean) / y_std
-            scaling.update(y_mean=float(y_mean), y_std=float(y_std))
+            scaling.update(y_mean=y_mean, y_std=y_std)
+        scaler = Standardization(mean, std, y_mean, y_std)
+        if x_test is not None and y_test is not None:
+            x_test = scaler.scale_x(x_test)
+            y_test = scaler.scale_y(y_test) if is_regression else y_test
     outputs = likelihood.output_dim(1)
     activation = ACTIVATIONS[options.activation]
     torch.manual_seed(options.seed)
@@ -158,22 +233,28 @@ def fit_from_csv(
     progress = not options.no_progress
     result: PosteriorResult
     if method == "svi":
+        draws = None
+        if options.num_samples is not None:
+            draws = options.num_samples * (options.num_chains or _default(fit_nuts, "num_chains"))
         result = fit_svi(
-            model, x, y, guide=options.guide, num_steps=options.num_steps, lr=options.lr,
-            batch_size=options.batch_size, num_samples=options.num_samples * options.num_chains,
-            seed=options.seed, progress_bar=progress,
+            model, x, y, guide=options.guide, seed=options.seed, progress_bar=progress,
+            **_given(num_steps=options.num_steps, lr=options.lr, batch_size=options.batch_size, num_samples=draws),
         )  # fmt: skip
     else:
         result = fit_nuts(
-            model, x, y, num_warmup=options.num_warmup, num_samples=options.num_samples,
-            num_chains=options.num_chains, num_workers=options.num_workers, seed=options.seed,
-            progress_bar=progress,
+            model, x, y, num_workers=options.num_workers, seed=options.seed, progress_bar=progress,
+            **_given(num_warmup=options.num_warmup, num_samples=options.num_samples, num_chains=options.num_chains),
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     paths = write_bnn_report(result, out)
     scaling_path = out / "scaling.json"
     save_text(scaling_path, json.dumps(scaling, indent=2))
     paths["scaling"] = scaling_path
+    if x_test is not None and y_test is not None:
+        metrics = _test_metrics(result, x_test, y_test, scaler if is_regression else None, is_regression)
+        metrics_path = out / "test_metrics.json"
+        save_text(metrics_path, json.dumps(metrics, indent=2))
+        paths["test_metrics"] = metrics_path
     return result, paths
 
 
@@ -181,6 +262,10 @@ def _fit_command(args: argparse.Namespace) -> int:
     _, paths = fit_from_csv(args.data, args.target, args.features, args.method, args.out, args)
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")
+    if "test_metrics" in paths:
+        metrics = json.loads(paths["test_metrics"].read_text())
+        scores = ", ".join(f"{k.removeprefix('test_').replace('_', ' ')} {v:.4g}" for k, v in metrics.items() if k != "num_test")
+        print(f"{'test':>12}: {metrics['num_test']} held-out rows; {scores} (original scale)")
     return 0
 
 

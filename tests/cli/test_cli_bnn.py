@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
 import subprocess
 import sys
 
@@ -10,6 +13,8 @@ import pytest
 import torch
 
 from probgen.cli import build_parser, main
+from probgen.cli.bnn import fit_from_csv
+from probgen import fit_nuts, fit_svi
 from probgen.datasets import make_cosine
 
 
@@ -55,6 +60,52 @@ def test_bnn_fit_end_to_end(method, csv_file, tmp_path):
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     assert {"mean", "sd", "r_hat"} <= set(summary.columns)
     assert (out / "predictive.png").stat().st_size > 0
+
+
+def test_bnn_fit_holds_out_a_test_fraction(csv_file, tmp_path, capsys):
+    """--test-size: a seeded split, statistics of the training rows only, scores on the original scale."""
+
+    def fit(out):
+        args = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--out", str(out),
+                "--hidden", "5", "--num-steps", "500", "--test-size", "0.2", "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        return json.loads((out / "test_metrics.json").read_text()), json.loads((out / "scaling.json").read_text())
+
+    metrics, scaling = fit(tmp_path / "first")
+    printed = capsys.readouterr().out
+    assert f"{metrics['num_test']} held-out rows" in printed and "rmse" in printed
+    n = len(pd.read_csv(csv_file))
+    assert metrics["num_test"] == round(0.2 * n) == len(scaling["test_rows"])
+    train = pd.read_csv(csv_file).drop(index=scaling["test_rows"])
+    assert scaling["y_mean"] == pytest.approx(train["y"].mean(), rel=1e-5)  # standardised on the training rows
+    assert math.isfinite(metrics["test_log_likelihood"])
+    assert fit(tmp_path / "again")[1]["test_rows"] == scaling["test_rows"]  # seeded
+    # the scores are those of the fitted posterior on the held-out rows, on the original scale
+    args = build_parser().parse_args(
+        ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--out", str(tmp_path / "third"),
+         "--hidden", "5", "--num-steps", "500", "--test-size", "0.2", "--no-progress"]
+    )  # fmt: skip
+    result, _ = fit_from_csv(args.data, args.target, args.features, args.method, args.out, args)
+    test = pd.read_csv(csv_file).iloc[scaling["test_rows"]]
+    x = (torch.tensor(test[["x"]].to_numpy(), dtype=torch.float32) - torch.tensor(scaling["x_mean"])) / torch.tensor(scaling["x_std"])
+    mean = result.predict(x).mean * scaling["y_std"] + scaling["y_mean"]
+    expected = float((mean - torch.tensor(test["y"].to_numpy())).pow(2).mean().sqrt())
+    assert metrics["test_rmse"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_bnn_fit_refuses_a_test_size_that_leaves_nothing(csv_file, tmp_path, capsys):
+    code = main(["bnn", "fit", "--data", str(csv_file), "--target", "y", "--out", str(tmp_path), "--test-size", "0.001"])
+    assert code == 2
+    assert "holds out 0 of" in capsys.readouterr().err
+
+
+def test_bnn_fit_quotes_the_library_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["bnn", "fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for function, name in [(fit_svi, "num_steps"), (fit_svi, "lr"), (fit_nuts, "num_warmup"), (fit_nuts, "num_chains")]:
+        default = inspect.signature(function).parameters[name].default
+        assert f"the library's, {default})" in help_text, name
 
 
 @pytest.mark.parametrize(
