@@ -275,7 +275,8 @@ def _demo_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{data} is missing; run data/make_data.py from the repository root.")
     parser = argparse.ArgumentParser()
     _add_model_options(parser)
-    options = parser.parse_args(["--seed", str(args.seed)])
+    # the demo's SVI runs longer than fit_svi's default: 100 points, and the noise scale is learned
+    options = parser.parse_args(["--seed", str(args.seed), "--num-steps", "5000"])
     if args.quick:
         options.num_steps, options.num_warmup, options.num_samples, options.num_chains = 50, 20, 20, 2
     for method in METHODS:
