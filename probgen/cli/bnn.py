@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from probgen._io import save_text
+from probgen._io import save_csv, save_text
 from probgen._validate import as_tensor, check_choice
 from probgen.cli._common import (
     non_negative_int,
@@ -33,6 +33,7 @@ from probgen.cli._report import write_bnn_report
 from probgen.datasets._base import DATA_DIR
 from probgen.datasets.uci import Standardization
 from probgen.metrics import mixture_log_likelihood, rmse
+from probgen.infer.arviz import load_result
 from probgen.infer.mcmc import fit_nuts
 from probgen.infer.results import PosteriorResult
 from probgen.infer.svi import GUIDES, fit_svi
@@ -40,7 +41,11 @@ from probgen.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from probgen.models.bnn import BNN
 from probgen.priors import GaussianPrior
 
-__all__ = ["register", "fit_from_csv"]
+__all__ = ["register", "fit_from_csv", "predict_from_run", "build_model", "MODEL_FILE"]
+
+#: The file beside ``posterior.nc`` that describes the fitted model, so that it can be rebuilt.
+MODEL_FILE = "model.json"
+MODEL_FORMAT = "probgen.bnn_cli_model"
 
 Method = Literal["svi", "nuts"]
 #: Inference methods of ``probgen bnn fit``, in the order of :data:`Method`.
@@ -73,6 +78,19 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     _add_model_options(fit)
     fit.set_defaults(func=_fit_command)
+
+    predict = bnn_sub.add_parser(
+        "predict",
+        help="predict on a new CSV file with a fitted run",
+        description="Rebuild the BNN of a 'probgen bnn fit' run from its folder (model.json, scaling.json, "
+        "posterior.nc) and write the posterior predictive for every row of a CSV file, in the data's units.",
+    )
+    predict.add_argument("--model", required=True, type=Path, help="the --out folder of 'probgen bnn fit'")
+    predict.add_argument("--data", required=True, type=Path, help="CSV file with the run's feature columns")
+    predict.add_argument("--out", required=True, type=Path, help="the predictions CSV file to write")
+    predict.add_argument("--level", type=open_unit_interval, default=0.9, help="central interval level (default: 0.9)")
+    predict.add_argument("--seed", type=non_negative_int, default=0, help="seed of the predictive draws (default: 0)")
+    predict.set_defaults(func=_predict_command)
     bnn.set_defaults(func=lambda args: _print_help(bnn))
 
     demo = subparsers.add_parser(
@@ -225,11 +243,13 @@ def fit_from_csv(
         if x_test is not None and y_test is not None:
             x_test = scaler.scale_x(x_test)
             y_test = scaler.scale_y(y_test) if is_regression else y_test
-    outputs = likelihood.output_dim(1)
-    activation = ACTIVATIONS[options.activation]
+    config = {
+        "format": MODEL_FORMAT, "version": 1, "features": list(x_frame.columns), "target": target,
+        "hidden": options.hidden, "activation": options.activation, "likelihood": options.likelihood,
+        "num_classes": getattr(likelihood, "num_classes", None), "prior_scale": options.prior_scale, "method": method,
+    }  # fmt: skip
     torch.manual_seed(options.seed)
-    net = nn.Sequential(nn.Linear(x.shape[1], options.hidden), activation(), nn.Linear(options.hidden, outputs))
-    model = BNN(net, GaussianPrior(options.prior_scale, fan_in=True), likelihood)
+    model = build_model(config)
     progress = not options.no_progress
     result: PosteriorResult
     if method == "svi":
@@ -250,12 +270,94 @@ def fit_from_csv(
     scaling_path = out / "scaling.json"
     save_text(scaling_path, json.dumps(scaling, indent=2))
     paths["scaling"] = scaling_path
+    model_path = out / MODEL_FILE
+    save_text(model_path, json.dumps(config, indent=2))
+    paths["model"] = model_path
     if x_test is not None and y_test is not None:
         metrics = _test_metrics(result, x_test, y_test, scaler if is_regression else None, is_regression)
         metrics_path = out / "test_metrics.json"
         save_text(metrics_path, json.dumps(metrics, indent=2))
         paths["test_metrics"] = metrics_path
     return result, paths
+
+
+def build_model(config: dict[str, Any]) -> BNN:
+    """The BNN a run's ``model.json`` describes (weights initialised at random: a posterior replaces them)."""
+    if config.get("format") != MODEL_FORMAT:
+        raise ValueError(f"this is not a model description written by 'probgen bnn fit' (format {config.get('format')!r}).")
+    if config.get("version", 0) > 1:
+        raise ValueError(f"the model description is version {config['version']}, newer than this probgen reads (1).")
+    name = check_choice("likelihood", config["likelihood"], LIKELIHOODS)
+    likelihood: Likelihood
+    if name == "gaussian":
+        likelihood = Gaussian()
+    elif name == "bernoulli":
+        likelihood = Bernoulli()
+    else:
+        likelihood = Categorical(int(config["num_classes"]))
+    activation = ACTIVATIONS[check_choice("activation", config["activation"], tuple(ACTIVATIONS))]
+    width, outputs = int(config["hidden"]), likelihood.output_dim(1)
+    net = nn.Sequential(nn.Linear(len(config["features"]), width), activation(), nn.Linear(width, outputs))
+    return BNN(net, GaussianPrior(float(config["prior_scale"]), fan_in=True), likelihood)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}; pass the --out folder of 'probgen bnn fit' as --model.")
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} does not hold a JSON object.")
+    return value
+
+
+def predict_from_run(run: Path, data: Path, *, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """The posterior predictive of a ``probgen bnn fit`` run for every row of ``data``, in the data's units.
+
+    Regression: ``mean``, ``sd``, the central ``level`` interval (``lower``, ``upper``) and the two
+    parts of the sd (``epistemic_sd``: over functions; ``aleatoric_sd``: the noise). Classifiers:
+    one probability column per class (``p_0``, ``p_1``, ...). The feature columns come first.
+    """
+    run = Path(run)
+    config = _read_json(run / MODEL_FILE, "model description (model.json)")
+    scaling = _read_json(run / "scaling.json", "standardisation (scaling.json)")
+    features = list(config["features"])
+    frame = read_numeric_csv(data, features)
+    x = as_tensor("x", frame[features], dtype=torch.float32, ndim=2)
+    if "x_mean" in scaling:
+        x = (x - torch.tensor(scaling["x_mean"])) / torch.tensor(scaling["x_std"])
+    model = build_model(config)
+    result = load_result(run / "posterior.nc", model)
+    pred = result.predict(x.to(torch.get_default_dtype()), seed=seed)
+    out = frame[features].reset_index(drop=True).copy()
+    if config["likelihood"] == "gaussian":
+        scale, shift = float(scaling.get("y_std", 1.0)), float(scaling.get("y_mean", 0.0))
+        lower, upper = pred.interval(level)
+        columns = {
+            "mean": pred.mean * scale + shift, "sd": pred.std * scale,
+            "lower": lower * scale + shift, "upper": upper * scale + shift,
+            "epistemic_sd": pred.epistemic_var.sqrt() * scale, "aleatoric_sd": pred.aleatoric_var.sqrt() * scale,
+        }  # fmt: skip
+        for name, value in columns.items():
+            out[name] = value.detach().reshape(len(out)).numpy()
+    else:
+        probs = pred.mean.detach()
+        if probs.ndim == 1:  # Bernoulli: the probability of class 1
+            probs = torch.stack([1 - probs, probs], -1)
+        for k in range(probs.shape[-1]):
+            out[f"p_{k}"] = probs[:, k].numpy()
+    return out
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    frame = predict_from_run(args.model, args.data, level=args.level, seed=args.seed)
+    if args.out.parent != Path(""):
+        prepare_output_folder(args.out.parent)
+    save_csv(frame, args.out, index=False)
+    print(f"{'predictions':>12}: {args.out} ({len(frame)} rows, in the units of {args.data.name})")
+    return 0
 
 
 def _fit_command(args: argparse.Namespace) -> int:

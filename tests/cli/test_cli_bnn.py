@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -91,6 +92,51 @@ def test_bnn_fit_holds_out_a_test_fraction(csv_file, tmp_path, capsys):
     mean = result.predict(x).mean * scaling["y_std"] + scaling["y_mean"]
     expected = float((mean - torch.tensor(test["y"].to_numpy())).pow(2).mean().sqrt())
     assert metrics["test_rmse"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_bnn_predict_on_a_new_csv_matches_the_reloaded_result(csv_file, tmp_path, capsys):
+    """fit --test-size -> predict on a new CSV: the run's folder alone rebuilds the model, and the
+    predictions, in the data's units, are those of load_result(...).predict on the same rows."""
+    from probgen import load_result
+    from probgen.cli.bnn import build_model
+
+    run = tmp_path / "run"
+    args = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--out", str(run),
+            "--hidden", "5", "--num-steps", "300", "--test-size", "0.2", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"x": [-0.9, 0.0, 0.35, 1.5]}).to_csv(new, index=False)
+    out = tmp_path / "preds" / "predictions.csv"
+    assert main(["bnn", "predict", "--model", str(run), "--data", str(new), "--out", str(out), "--level", "0.8"]) == 0
+    assert "4 rows" in capsys.readouterr().out
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["x", "mean", "sd", "lower", "upper", "epistemic_sd", "aleatoric_sd"]
+
+    scaling = json.loads((run / "scaling.json").read_text())
+    model = build_model(json.loads((run / "model.json").read_text()))
+    result = load_result(run / "posterior.nc", model)
+    x = (torch.tensor([[-0.9], [0.0], [0.35], [1.5]]) - torch.tensor(scaling["x_mean"])) / torch.tensor(scaling["x_std"])
+    pred = result.predict(x, seed=0)
+    scale, shift = scaling["y_std"], scaling["y_mean"]
+    assert np.allclose(got["mean"], (pred.mean * scale + shift).numpy(), rtol=1e-5)
+    assert np.allclose(got["sd"], (pred.std * scale).numpy(), rtol=1e-5)
+    lower, upper = pred.interval(0.8)
+    assert np.allclose(got["upper"], (upper * scale + shift).numpy(), rtol=1e-5)
+    assert (got["lower"] < got["mean"]).all() and (got["mean"] < got["upper"]).all()
+    assert np.allclose(got["sd"] ** 2, got["epistemic_sd"] ** 2 + got["aleatoric_sd"] ** 2, rtol=1e-4)
+
+
+def test_bnn_predict_names_a_missing_run_and_a_missing_column(csv_file, tmp_path, capsys):
+    code = main(["bnn", "predict", "--model", str(tmp_path / "nothing"), "--data", str(csv_file), "--out", str(tmp_path / "p.csv")])
+    assert code == 2 and "no model description (model.json)" in capsys.readouterr().err
+    run = tmp_path / "run"
+    args = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--out", str(run),
+            "--hidden", "3", "--num-steps", "5", "--num-samples", "5", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"z": [1.0]}).to_csv(other, index=False)
+    code = main(["bnn", "predict", "--model", str(run), "--data", str(other), "--out", str(tmp_path / "p.csv")])
+    assert code == 2 and "['x'] are not in other.csv" in capsys.readouterr().err
 
 
 def test_bnn_fit_refuses_a_test_size_that_leaves_nothing(csv_file, tmp_path, capsys):
