@@ -61,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulations", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/sbc"))
+    parser.add_argument("--models", nargs="+", default=["linear", "tiny_bnn"], choices=["linear", "tiny_bnn"])
     parser.add_argument("--quick", action="store_true", help="CI size: the script runs, the numbers mean nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -73,6 +74,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     for model_name, (factory, x, quantities) in _models().items():
+        if model_name not in args.models:
+            continue
 
         def simulate(seed, factory=factory, x=x):
             torch.manual_seed(seed)
@@ -95,6 +98,7 @@ def main() -> None:
             tests = result.chi_square(num_bins=2 if args.quick else 10)
             coverage = result.coverage(0.9)
             sd = math.sqrt(0.09 / simulations)
+            print(flush=True)
             print(f"== {model_name}, {method}: {simulations} simulations, {num_draws} draws each, {seconds:.2f} s per fit")
             for name, (statistic, p) in tests.items():
                 print(f"   {name:>12}: chi-square {statistic:7.2f}  p = {p:.2g}  90% coverage {coverage[name]:.2f} (sd {sd:.2f})")
