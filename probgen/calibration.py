@@ -111,6 +111,11 @@ class SBCResult:
                 out[f"{name}[{','.join(map(str, index))}]"] = ranks[(slice(None), *index)]
         return out
 
+    def _default_num_bins(self) -> int:
+        """The most bins of equal width (dividing ``num_draws + 1``) with at least 5 expected simulations each; 1 if none."""
+        outcomes = self.num_draws + 1
+        return max([1] + [b for b in range(2, outcomes + 1) if outcomes % b == 0 and self.num_simulations / b >= 5])
+
     def chi_square(self, num_bins: int | None = None) -> dict[str, tuple[float, float]]:
         """Pearson's chi-square test of uniform ranks: ``{quantity: (statistic, p-value)}``.
 
@@ -122,10 +127,9 @@ class SBCResult:
 
         outcomes = self.num_draws + 1
         if num_bins is None:
-            divisors = [b for b in range(2, outcomes + 1) if outcomes % b == 0 and self.num_simulations / b >= 5]
-            if not divisors:
+            num_bins = self._default_num_bins()
+            if num_bins == 1:
                 raise ValueError(f"{self.num_simulations} simulations are too few for a chi-square test (need 10).")
-            num_bins = max(divisors)
         num_bins = check_positive_int("num_bins", num_bins)
         if outcomes % num_bins:
             raise ValueError(f"num_bins={num_bins} must divide num_draws + 1 = {outcomes}, so bins are equally likely.")
@@ -151,7 +155,7 @@ class SBCResult:
         ranks = self.scalar_ranks()
         outcomes = self.num_draws + 1
         if num_bins is None:
-            num_bins = max(b for b in range(1, outcomes + 1) if outcomes % b == 0 and self.num_simulations / b >= 5)
+            num_bins = self._default_num_bins()
         if axes is None:
             columns = min(4, len(ranks))
             rows = math.ceil(len(ranks) / columns)

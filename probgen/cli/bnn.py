@@ -57,7 +57,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "ge
 
 
 def register(subparsers: Any) -> None:
-    """Add ``bnn fit`` and ``demo`` to the top-level parser."""
+    """Add ``bnn fit``, ``bnn predict`` and ``demo`` to the top-level parser."""
     bnn = subparsers.add_parser("bnn", help="Bayesian neural networks", description="Bayesian neural networks.")
     bnn_sub = bnn.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
     fit = bnn_sub.add_parser(
@@ -326,19 +326,23 @@ def predict_from_run(run: Path, data: Path, *, level: float = 0.9, seed: int = 0
     features = list(config["features"])
     frame = read_numeric_csv(data, features)
     x = as_tensor("x", frame[features], dtype=torch.float32, ndim=2)
-    if "x_mean" in scaling:
-        x = (x - torch.tensor(scaling["x_mean"])) / torch.tensor(scaling["x_std"])
+    # the standardisation the fit wrote (none under --no-standardize): its maps, not copies of them
+    scaler = Standardization(
+        torch.tensor(scaling.get("x_mean", [0.0] * len(features))), torch.tensor(scaling.get("x_std", [1.0] * len(features))),
+        float(scaling.get("y_mean", 0.0)), float(scaling.get("y_std", 1.0)),
+    )  # fmt: skip
+    x = scaler.scale_x(x)
     model = build_model(config)
     result = load_result(run / "posterior.nc", model)
     pred = result.predict(x.to(torch.get_default_dtype()), seed=seed)
     out = frame[features].reset_index(drop=True).copy()
     if config["likelihood"] == "gaussian":
-        scale, shift = float(scaling.get("y_std", 1.0)), float(scaling.get("y_mean", 0.0))
         lower, upper = pred.interval(level)
         columns = {
-            "mean": pred.mean * scale + shift, "sd": pred.std * scale,
-            "lower": lower * scale + shift, "upper": upper * scale + shift,
-            "epistemic_sd": pred.epistemic_var.sqrt() * scale, "aleatoric_sd": pred.aleatoric_var.sqrt() * scale,
+            "mean": scaler.unscale_y(pred.mean), "sd": scaler.unscale_sd(pred.std),
+            "lower": scaler.unscale_y(lower), "upper": scaler.unscale_y(upper),
+            "epistemic_sd": scaler.unscale_sd(pred.epistemic_var.sqrt()),
+            "aleatoric_sd": scaler.unscale_sd(pred.aleatoric_var.sqrt()),
         }  # fmt: skip
         for name, value in columns.items():
             out[name] = value.detach().reshape(len(out)).numpy()
