@@ -46,6 +46,7 @@ __all__ = [
     "ConvergenceWarning",
     "summarize",
     "check_convergence",
+    "identifiable_view",
     "RHAT_MAX",
     "ESS_MIN",
     "BFMI_MIN",
@@ -307,3 +308,49 @@ def check_convergence(
         min_ess_tail=_worst(summary["ess_tail"], largest=False)[0],
         problems=tuple(problems),
     )
+
+
+#: Data points whose log-likelihood :func:`identifiable_view` tracks.
+NUM_TRACKED_POINTS = 5
+
+
+def identifiable_view(source: Any, *, num_points: int = NUM_TRACKED_POINTS) -> Any:
+    """The quantities of a BNN posterior whose convergence means something, as an ``InferenceData``.
+
+    Swapping two hidden units (or flipping the signs around an odd activation) leaves a network's
+    function unchanged, so a BNN posterior has many equivalent modes and chains that sit in
+    different ones disagree on every single weight: weight-level R-hat is large even when the
+    predictions agree. This view keeps what those symmetries leave alone: the global sites (the
+    noise scale), the log density ``lp`` when the sampler recorded it, and the log-likelihood
+    ``log p(y_i | theta)`` of ``num_points`` data points spread over the data set (a function of
+    the network's output, hence identified). Sampler statistics are kept, so divergence and BFMI
+    checks still apply. A posterior that is not a BNN's is returned as it is.
+
+    :param source: a result, an ``arviz.InferenceData`` or the path of a saved NetCDF file.
+    :param int num_points: data points whose log-likelihood is tracked.
+    :returns: an ``arviz.InferenceData`` with ``posterior`` (and ``sample_stats`` when present).
+    """
+    import xarray as xr
+
+    az = import_arviz()
+    num_points = check_positive_int("num_points", num_points)
+    idata = as_inference_data(source, predictive=False)
+    if idata.attrs.get("model_kind") != "bnn":
+        return idata
+    posterior = idata.posterior
+    keep = {name: posterior[name] for name in posterior.data_vars if posterior[name].ndim == 2}
+    groups = idata.groups()
+    if "sample_stats" in groups and "lp" in idata.sample_stats:
+        keep["lp"] = idata.sample_stats["lp"]
+    if "log_likelihood" in groups:
+        for site, values in idata.log_likelihood.data_vars.items():
+            flat = values.stack(point=[d for d in values.dims if d not in ("chain", "draw")])
+            count = flat.sizes["point"]
+            for index in np.unique(np.linspace(0, count - 1, min(num_points, count)).round().astype(int)):
+                keep[f"log_lik[{site} {index}]"] = flat.isel(point=int(index)).drop_vars(["point", *flat.coords["point"].coords], errors="ignore")
+    view = {"posterior": xr.Dataset(keep, attrs=dict(posterior.attrs))}
+    if "sample_stats" in groups:
+        view["sample_stats"] = idata.sample_stats
+    out = az.InferenceData(**view)
+    out.attrs.update(idata.attrs)
+    return out

@@ -146,3 +146,23 @@ def test_svi_has_no_divergence_bfmi_or_rhat_check(capfd):
     assert report.divergences == () and report.bfmi == ()
     assert math.isnan(report.max_rhat) and report.summary["r_hat"].isna().all()
     assert "Shape validation failed" not in capfd.readouterr().err
+
+
+def test_identifiable_view_of_a_bnn_keeps_globals_lp_and_a_few_log_likelihoods():
+    import arviz as az
+
+    from probgen.diagnostics import identifiable_view
+
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(
+        posterior={"0.weight": rng.normal(size=(2, 30, 4, 1)), "noise_scale": rng.random((2, 30))},
+        sample_stats={"lp": rng.normal(size=(2, 30)), "diverging": np.zeros((2, 30), bool)},
+        log_likelihood={"obs": rng.normal(size=(2, 30, 12))},
+        attrs={"model_kind": "bnn"},
+    )
+    view = identifiable_view(idata, num_points=3)
+    assert sorted(view.posterior.data_vars) == ["log_lik[obs 0]", "log_lik[obs 11]", "log_lik[obs 6]", "lp", "noise_scale"]
+    np.testing.assert_array_equal(view.posterior["log_lik[obs 6]"], idata.log_likelihood["obs"][:, :, 6])
+    assert "diverging" in view.sample_stats
+    del idata.attrs["model_kind"]  # not a BNN: every site is meaningful, nothing is dropped
+    assert identifiable_view(idata) is not None and "0.weight" in identifiable_view(idata).posterior

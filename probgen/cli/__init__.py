@@ -11,8 +11,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import torch
+
 from probgen import __version__
 from probgen.cli import bnn, diffusion, inspect
+from probgen.cli._common import DEFAULT_THREADS
 
 __all__ = ["main", "build_parser"]
 
@@ -43,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    torch.set_num_threads(getattr(args, "threads", DEFAULT_THREADS))
     try:
         return int(handler(args))
     except KeyboardInterrupt:

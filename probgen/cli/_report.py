@@ -32,7 +32,8 @@ from matplotlib.figure import Figure, SubFigure  # noqa: E402
 
 from probgen._io import save_csv, save_figure, save_netcdf, save_text  # noqa: E402
 from probgen import plots  # noqa: E402
-from probgen.diagnostics import check_convergence, summarize  # noqa: E402
+from probgen.diagnostics import check_convergence, identifiable_view, summarize  # noqa: E402
+from probgen.datasets.uci import Standardization  # noqa: E402
 from probgen.infer.results import PosteriorResult  # noqa: E402
 
 __all__ = ["write_bnn_report"]
@@ -65,6 +66,8 @@ def write_bnn_report(
     *,
     x_plot: Any = None,
     reference: tuple[str, PosteriorResult] | None = None,
+    scaling: Standardization | None = None,
+    labels: tuple[str, str] = ("x", "y"),
 ) -> dict[str, Path]:
     """Write the posterior, its diagnostics and the plots of a fitted BNN to ``out_dir``.
 
@@ -76,6 +79,9 @@ def write_bnn_report(
     :param x_plot: inputs for the predictive plots and the ``predictions`` group of ``posterior.nc``.
     :param reference: ``(label, result)`` of a second fit of the same model (SVI for a NUTS fit, or
         the other way round); adds ``comparison.png``.
+    :param Standardization scaling: the standardisation of the fit; the predictive plots are then
+        drawn in the data's units.
+    :param labels: the names of the input and the target, for the axes.
     :returns: the written paths by kind (the file's stem), such as ``{"posterior": .../posterior.nc}``.
     """
     if not isinstance(result, PosteriorResult):
@@ -90,18 +96,27 @@ def write_bnn_report(
     paths["summary"] = out_dir / "summary.csv"
     save_csv(summarize(idata), paths["summary"])
     paths["diagnostics"] = out_dir / "diagnostics.txt"
-    save_text(paths["diagnostics"], str(check_convergence(idata, warn=False)) + "\n")
+    # the verdict and the trace and rank grids cover what hidden-unit symmetry leaves identified;
+    # summary.csv keeps every weight
+    identified = identifiable_view(idata)
+    save_text(paths["diagnostics"], str(check_convergence(identified, warn=False)) + "\n")
 
     likelihood = result.model.likelihood
     one_d = result.x.dim() == 2 and result.x.shape[1] == 1 and result.y.dim() == 1
     if one_d and not likelihood.is_classification:
-        paths["predictive"] = _save(out_dir / "predictive.png", lambda: plots.plot_predictive(result, x_plot))
-        paths["uncertainty"] = _save(out_dir / "uncertainty.png", lambda: plots.plot_uncertainty(result, x_plot))
+        xlabel, ylabel = labels
+        paths["predictive"] = _save(
+            out_dir / "predictive.png",
+            lambda: plots.plot_predictive(result, x_plot, scaling=scaling, xlabel=xlabel, ylabel=ylabel),
+        )
+        paths["uncertainty"] = _save(
+            out_dir / "uncertainty.png", lambda: plots.plot_uncertainty(result, x_plot, scaling=scaling, xlabel=xlabel)
+        )
     paths["calibration"] = _save(out_dir / "calibration.png", lambda: plots.plot_calibration(result))
     if not likelihood.is_classification:
         paths["loo_pit"] = _save(out_dir / "loo_pit.png", lambda: plots.plot_loo_pit(idata))
-    paths["trace"] = _save(out_dir / "trace.png", lambda: plots.plot_trace(idata))
-    paths["rank"] = _save(out_dir / "rank.png", lambda: plots.plot_rank(idata))
+    paths["trace"] = _save(out_dir / "trace.png", lambda: plots.plot_trace(identified))
+    paths["rank"] = _save(out_dir / "rank.png", lambda: plots.plot_rank(identified))
     paths["posterior_plot"] = _save(out_dir / "posterior_plot.png", lambda: plots.plot_posterior(idata))
     if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
         paths["energy"] = _save(out_dir / "energy.png", lambda: plots.plot_energy(idata))

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from probgen._compat import import_arviz
-from probgen.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX, check_convergence
+from probgen.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX, check_convergence, identifiable_view
 
 __all__ = ["register", "handler"]
 
@@ -36,7 +36,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "file", type=Path, metavar="FILE.nc", help="a posterior.nc written by probgen bnn fit or to_netcdf"
     )
-    parser.add_argument("--var-names", nargs="+", metavar="SITE", help="summarise only these sites (default: all)")
+    parser.add_argument(
+        "--var-names", nargs="+", metavar="SITE",
+        help="summarise only these sites (default: every site; for a BNN, the identified quantities, see --weights)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--weights", action="store_true",
+        help="for a BNN, summarise and check every weight too; by default only the noise scale, the log density and "
+        "the log-likelihood of a few data points, because hidden units can swap between chains and make "
+        "weight-level R-hat meaningless",
+    )  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any check fails")
     parser.set_defaults(func=handler)
 
@@ -59,8 +68,12 @@ def handler(args: argparse.Namespace) -> int:
     if "posterior" not in idata.groups():
         print(f"probgen inspect: error: {path} has no posterior group.", file=sys.stderr)
         return 2
-    report = check_convergence(idata, var_names=args.var_names, warn=False)
+    identified = idata.attrs.get("model_kind") == "bnn" and not args.weights and args.var_names is None
+    report = check_convergence(identifiable_view(idata) if identified else idata, var_names=args.var_names, warn=False)
     print(f"{path}: {report.method} posterior, {report.num_chains} chain(s) x {report.num_draws} draws")
+    if identified:
+        print("showing the BNN's identified quantities (noise scale, log density, log-likelihood of 5 data points); "
+              "--weights adds every weight")  # fmt: skip
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
         print(report.summary.round(3).to_string())
     if report.divergences:

@@ -99,6 +99,10 @@ class BNNModel(InferenceModel):
     def complete(self, samples: Samples, data: ModelData) -> Samples:
         return {name: samples[name] for name in self.model.site_names}
 
+    def initial_values(self, data: ModelData) -> dict[str, Tensor]:
+        """The likelihood's starting globals (a learned noise scale starts small); weights start from the prior."""
+        return self.model.likelihood.initial_globals(data.args[1])
+
     def call_kwargs(self, *, batch_size: int | None) -> dict[str, Any]:
         return {} if batch_size is None else {"subsample_size": batch_size}
 

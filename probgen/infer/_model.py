@@ -109,6 +109,11 @@ class InferenceModel(ABC):
     def complete(self, samples: Samples, data: ModelData) -> Samples:
         """``samples`` of the latent sites plus every deterministic site the model records."""
 
+    def initial_values(self, data: ModelData) -> dict[str, Tensor]:
+        """Starting values for some latent sites given the data (constrained); the rest start as the method's
+        init strategy says. None by default."""
+        return {}
+
     def program(self, *, trainable: bool = False) -> Any:
         """The Pyro callable to hand to Pyro's own inference (its NUTS, its ELBOs).
 

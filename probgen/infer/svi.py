@@ -37,7 +37,7 @@ from pyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
-from pyro.infer.autoguide.initialization import init_to_feasible, init_to_sample
+from pyro.infer.autoguide.initialization import init_to_feasible, init_to_sample, init_to_value
 from torch import Tensor, nn
 
 from probgen._types import Samples, SeedLike
@@ -55,12 +55,26 @@ from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import make_progress_bar, progress_enabled
 from probgen.infer.results import SVIResult, SVIState
 
-__all__ = ["SVI", "fit_svi", "GuideName", "GUIDES", "ElboName", "ELBOS"]
+__all__ = [
+    "SVI", "fit_svi", "GuideName", "GUIDES", "ElboName", "ELBOS", "BNN_INIT_SCALE", "PYRO_INIT_SCALE", "DEFAULT_NUM_STEPS", "LR_DECAY",
+]  # fmt: skip
 
 GuideName = Literal["normal", "lowrank", "mvn", "delta"]
 ElboName = Literal["auto", "meanfield", "trace"]
 #: What ``guide_name`` says of a guide passed as an object or a function.
 CUSTOM_GUIDE = "custom"
+
+#: The guide's initial standard deviation for a BNN's weights: small, so that training starts near a
+#: point estimate and the network bends to the data before the KL term spreads the weights. At
+#: Pyro's 0.1, the noise of the sampled weights swamps the signal of a 1-50-1 network and SVI settles
+#: in the optimum where the noise explains the data (benchmarks/README.md, "Why these SVI defaults").
+BNN_INIT_SCALE = 1e-3
+#: The guide's initial standard deviation for a Pyro program: Pyro's own ``AutoNormal`` default.
+PYRO_INIT_SCALE = 0.1
+#: :func:`fit_svi`'s default number of steps.
+DEFAULT_NUM_STEPS = 8000
+#: :func:`fit_svi`'s learning rate decays to ``lr / LR_DECAY`` over the run unless ``final_lr`` is given.
+LR_DECAY = 10.0
 
 AutoGuideFactory = Callable[[Callable[..., Any], float, "int | None", Callable[..., Any]], AutoGuide]
 
@@ -98,6 +112,22 @@ ELBOS: dict[str, type] = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 ELBO_NAMES: tuple[str, ...] = get_args(ElboName)
 
 
+class _InitFromData:
+    """An autoguide's init strategy whose starting values come from the data, set when the run starts.
+
+    Autoguides build their parameters lazily, on the first call (in :meth:`SVI.init`), so the
+    strategy can be handed to the guide before the data are known. Sites without a value fall
+    back to ``fallback``.
+    """
+
+    def __init__(self, fallback: Callable[..., Any]) -> None:
+        self.fallback = fallback
+        self.values: dict[str, Tensor] = {}
+
+    def __call__(self, site: dict[str, Any]) -> Tensor:
+        return init_to_value(site, values=self.values, fallback=self.fallback)
+
+
 def _local_params() -> ContextManager[None]:
     """Keep module parameters (autoguides, PyroModules) inside their modules, out of Pyro's global param store."""
     return pyro.settings.context(module_local_params=True)
@@ -109,7 +139,7 @@ def _build_guide(
     """The guide object (or function) to fit, and its name."""
     if isinstance(guide, str):
         check_choice("guide", guide, GUIDE_NAMES)
-        init_loc = init_to_sample if spec.kind == "bnn" else init_to_feasible
+        init_loc = _InitFromData(init_to_sample if spec.kind == "bnn" else init_to_feasible)
         with _local_params():
             return lookup("guide", guide, GUIDES)(program, init_scale, rank, init_loc), guide
     if isinstance(guide, AutoGuide):
@@ -161,7 +191,8 @@ class SVI:
     :param int num_particles: ELBO particles per step.
     :param int batch_size: minibatch size of a BNN; ``None`` uses all rows each step. A Pyro program
         minibatches through its own ``pyro.plate(..., subsample_size=...)``.
-    :param float init_scale: the guide's initial standard deviation.
+    :param float init_scale: the guide's initial standard deviation; ``None`` (default) takes
+        :data:`BNN_INIT_SCALE` for a BNN and Pyro's 0.1 (:data:`PYRO_INIT_SCALE`) for a Pyro program.
     :param int rank: covariance rank of the ``"lowrank"`` guide.
     :param bool fast_path: for a BNN with the mean-field guide, ``elbo="meanfield"`` and Normal weight
         priors, evaluate that same ELBO estimator directly in torch (:mod:`probgen.infer._meanfield`)
@@ -189,7 +220,7 @@ class SVI:
         elbo: ElboName = "auto",
         num_particles: int = 1,
         batch_size: int | None = None,
-        init_scale: float = 0.1,
+        init_scale: float | None = None,
         rank: int | None = None,
         fast_path: bool = True,
     ) -> None:
@@ -200,6 +231,8 @@ class SVI:
         elbo_name: str = check_choice("elbo", str(elbo), ELBO_NAMES)
         self.num_particles = check_positive_int("num_particles", num_particles)
         self.batch_size = None if batch_size is None else check_positive_int("batch_size", batch_size)
+        if init_scale is None:
+            init_scale = BNN_INIT_SCALE if self.spec.kind == "bnn" else PYRO_INIT_SCALE
         self.init_scale = check_positive_float("init_scale", init_scale)
         self.rank = None if rank is None else check_positive_int("rank", rank)
         self.spec.call_kwargs(batch_size=self.batch_size)  # a Pyro program rejects batch_size here
@@ -263,6 +296,9 @@ class SVI:
         """Validate the data, seed the run, build the parameters and the optimiser; restore ``init_state`` if given."""
         data = self._bind(args, model_kwargs)
         self._data = data
+        init_loc = getattr(self.guide, "init_loc_fn", None)
+        if isinstance(init_loc, _InitFromData):
+            init_loc.values = self.spec.initial_values(data)
         pyro.set_rng_seed(seed)
         self._rng_state = torch.get_rng_state()
         with torch.no_grad(), _local_params():
@@ -512,7 +548,7 @@ def fit_svi(
     *args: Any,
     model_kwargs: Mapping[str, Any] | None = None,
     guide: Any = "normal",
-    num_steps: int = 2000,
+    num_steps: int = DEFAULT_NUM_STEPS,
     lr: float = 1e-2,
     final_lr: float | None = None,
     decay_steps: int | None = None,
@@ -520,7 +556,7 @@ def fit_svi(
     num_samples: int = 1000,
     num_particles: int = 1,
     elbo: ElboName = "auto",
-    init_scale: float = 0.1,
+    init_scale: float | None = None,
     rank: int | None = None,
     fast_path: bool = True,
     patience: int | None = None,
@@ -543,16 +579,20 @@ def fit_svi(
     :param dict model_kwargs: the model's keyword data.
     :param guide: ``"normal"`` (mean-field, default), ``"lowrank"``, ``"mvn"``, ``"delta"`` (MAP), an
         ``AutoGuide`` instance, or a callable Pyro guide (its ``pyro.param`` statements are fitted).
-    :param int num_steps: optimisation steps (more are added to ``init_state.step`` when resuming).
+    :param int num_steps: optimisation steps, :data:`DEFAULT_NUM_STEPS` by default (more are added to
+        ``init_state.step`` when resuming).
     :param float lr: Adam's (initial) learning rate.
-    :param float final_lr: decay the learning rate exponentially to this value over ``decay_steps``;
-        small values let the guide settle instead of jittering about the optimum.
+    :param float final_lr: the learning rate decays exponentially from ``lr`` to ``final_lr`` over
+        ``decay_steps``, so the guide settles instead of jittering about the optimum; by default to
+        ``lr / 10`` (:data:`LR_DECAY`). Pass ``final_lr=lr`` for a constant rate.
     :param int decay_steps: the steps over which the learning rate decays to ``final_lr``, counted
         from the run's first step: by default ``num_steps`` for a new run and the resumed state's
         for ``init_state``, so a run split over several calls (give the first call the total) follows
         the same schedule as one call.
     :param int batch_size: a BNN's minibatch size; the likelihood rescales by N / batch_size.
     :param int num_samples: draws from the fitted guide kept on the result (one chain).
+    :param float init_scale: the guide's initial standard deviation: :data:`BNN_INIT_SCALE` for a
+        BNN and Pyro's 0.1 for a Pyro program by default.
     :param str elbo: ``"auto"``, ``"meanfield"`` or ``"trace"`` (see :data:`ELBOS`).
     :param bool fast_path: evaluate a BNN's mean-field ELBO directly in torch where it applies
         (see :class:`SVI`); the estimator is the same as ``TraceMeanField_ELBO``'s.
@@ -593,6 +633,8 @@ def fit_svi(
     if decay_steps is None:
         resumed = None if init_state is None else getattr(init_state, "decay_steps", None)
         decay_steps = resumed if resumed is not None else num_steps + (0 if init_state is None else init_state.step)
+    if final_lr is None:
+        final_lr = check_positive_float("lr", lr) / LR_DECAY
     start = time.perf_counter()
     svi = SVI(
         model,

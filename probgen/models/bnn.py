@@ -14,6 +14,8 @@ It holds no inference state: fit it with :func:`probgen.fit_svi` or :func:`probg
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 
 import pyro
@@ -63,11 +65,22 @@ class BNN(nn.Module):
             raise TypeError(f"prior must be a probgen.priors.Prior, got {type(prior).__name__}.")
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood must be a probgen.likelihoods.Likelihood, got {type(likelihood).__name__}.")
+        # the layers as the user built them: once the Bayesian parameters are split off, torch's own
+        # repr would show every Linear layer with bias=False
+        self._net_repr = repr(net)
         self.net, self.weight_priors = split_parameters(net, prior)
         self.prior = prior
         self.likelihood = likelihood
         self.in_features = input_features(net)
         self._shapes = {name: tuple(d.event_shape) for name, d in self.weight_priors.items()}
+
+    def __repr__(self) -> str:
+        net = self.__dict__.get("_net_repr", "?").replace("\n", "\n  ")
+        bayesian = sum(math.prod(shape) for shape in self._shapes.values())
+        return (
+            f"BNN(\n  net={net},\n  prior={self.prior!r},\n  likelihood={self.likelihood!r},\n"
+            f"  latent sites: {len(self._shapes)} weight tensors ({bayesian} numbers) + {list(self.global_priors) or 'no globals'}\n)"
+        )
 
     # -- structure -------------------------------------------------------------------------
 

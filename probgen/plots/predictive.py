@@ -23,6 +23,7 @@ from torch import Tensor
 
 from probgen._compat import import_arviz
 from probgen._validate import check_choice, check_positive_int
+from probgen.datasets.uci import Standardization
 from probgen.infer.predictive import Prediction
 from probgen.infer.results import PosteriorResult
 from probgen.plots._util import (
@@ -64,6 +65,26 @@ def _grid(result: PosteriorResult, x_plot: Any) -> Tensor:
     return x_t[x_t[:, 0].argsort()]
 
 
+class _Units:
+    """Maps a fit's standardised inputs and targets back to the data's units for the axes (identity without a scaling)."""
+
+    def __init__(self, scaling: Standardization | None) -> None:
+        if scaling is not None and not isinstance(scaling, Standardization):
+            raise TypeError(f"scaling must be a probgen.datasets.Standardization, got {type(scaling).__name__}.")
+        self.scaling = scaling
+
+    def x(self, x: Tensor) -> np.ndarray:
+        return (x if self.scaling is None else self.scaling.unscale_x(x))[:, 0].numpy()
+
+    def y(self, y: Tensor | np.ndarray) -> np.ndarray:
+        if self.scaling is None:
+            return np.asarray(y)
+        return np.asarray(y) * self.scaling.y_std + self.scaling.y_mean
+
+    def variance(self, var: Tensor) -> np.ndarray:
+        return (var if self.scaling is None else var * self.scaling.y_std**2).numpy()
+
+
 def _mean_function(result: PosteriorResult, pred: Prediction) -> Tensor:
     """``E[y | x, theta_s]`` per draw, ``(chain, draw, m)``: the function that the weights define."""
     model = result.model
@@ -81,6 +102,9 @@ def plot_predictive(
     interval: Interval = "hdi",
     num_functions: int = 5,
     seed: int | None = None,
+    scaling: Standardization | None = None,
+    xlabel: str = "x",
+    ylabel: str = "y",
     ax: Axes | None = None,
 ) -> Axes:
     """The predictive-uncertainty band of a 1-D regression.
@@ -97,6 +121,10 @@ def plot_predictive(
     :param str interval: ``"hdi"`` (highest density, via ``az.hdi``) or ``"central"``.
     :param int num_functions: function draws to show (evenly spaced over the draws).
     :param int seed: seeds the predictive draws; defaults to the fit's seed.
+    :param Standardization scaling: the standardisation the model was fitted under; the axes then
+        show the data's units (``x_plot`` stays in the model's, standardised, units).
+    :param str xlabel: the x axis label (a column name).
+    :param str ylabel: the y axis label.
     :param ax: the Axes to draw on; a new figure by default.
     :returns: the Axes.
     :raises ValueError: for a classifier or data that are not 1-D.
@@ -106,11 +134,12 @@ def plot_predictive(
     kind = check_choice("interval", interval, INTERVALS)
     widths = check_levels(levels)
     num_functions = check_positive_int("num_functions", num_functions, allow_zero=True)
+    units = _Units(scaling)
     x_t = _grid(result, x_plot)
     pred = result.predict(x_t, seed=seed)
-    grid = x_t[:, 0].numpy()
-    y_draws = flat_draws(pred.y)
-    functions = flat_draws(_mean_function(result, pred))
+    grid = units.x(x_t)
+    y_draws = units.y(flat_draws(pred.y))
+    functions = units.y(flat_draws(_mean_function(result, pred)))
 
     ax = new_axes(ax)
     for i, level in enumerate(widths):
@@ -122,10 +151,10 @@ def plot_predictive(
         picks = np.unique(np.linspace(0, functions.shape[0] - 1, num_functions).round().astype(int))
         for j, s in enumerate(picks):
             ax.plot(grid, functions[s], color="C1", lw=0.8, alpha=0.8, label="function draws" if j == 0 else None)
-    ax.plot(grid, pred.mean.numpy(), color="k", lw=1.5, label="posterior mean")
-    ax.scatter(result.x[:, 0].numpy(), result.y.numpy(), s=12, color="k", alpha=0.7, zorder=3, label="data")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.plot(grid, units.y(pred.mean.numpy()), color="k", lw=1.5, label="posterior mean")
+    ax.scatter(units.x(result.x), units.y(result.y.numpy()), s=12, color="k", alpha=0.7, zorder=3, label="data")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("Posterior predictive")
     ax.legend(loc="best", fontsize="small")
     return ax
@@ -136,6 +165,8 @@ def plot_uncertainty(
     x_plot: Any = None,
     *,
     seed: int | None = None,
+    scaling: Standardization | None = None,
+    xlabel: str = "x",
     ax: Axes | None = None,
 ) -> Axes:
     """The predictive variance of a 1-D regression, stacked as epistemic plus aleatoric parts.
@@ -146,25 +177,28 @@ def plot_uncertainty(
     :param PosteriorResult result: a fitted 1-D regression.
     :param x_plot: inputs to draw at; 200 points over the data range by default.
     :param int seed: seeds the predictive draws; defaults to the fit's seed.
+    :param Standardization scaling: the fit's standardisation; the axes then show the data's units.
+    :param str xlabel: the x axis label (a column name).
     :param ax: the Axes to draw on; a new figure by default.
     :returns: the Axes.
     """
     result = check_result(result)
     _check_1d_regression(result, "plot_uncertainty")
+    units = _Units(scaling)
     x_t = _grid(result, x_plot)
     pred = result.predict(x_t, seed=seed)
-    grid = x_t[:, 0].numpy()
+    grid = units.x(x_t)
     ax = new_axes(ax)
     ax.stackplot(
         grid,
-        pred.epistemic_var.numpy(),
-        pred.aleatoric_var.numpy(),
+        units.variance(pred.epistemic_var),
+        units.variance(pred.aleatoric_var),
         colors=("C1", "C0"),
         alpha=0.6,
         labels=("epistemic", "aleatoric"),
     )
-    ax.plot(result.x[:, 0].numpy(), np.zeros(result.x.shape[0]), "|", color="k", ms=10, label="training inputs")
-    ax.set_xlabel("x")
+    ax.plot(units.x(result.x), np.zeros(result.x.shape[0]), "|", color="k", ms=10, label="training inputs")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("predictive variance")
     ax.set_title("Epistemic and aleatoric uncertainty")
     ax.legend(loc="best", fontsize="small")

@@ -178,3 +178,37 @@ def test_unknown_method_is_refused(csv_file, tmp_path, capsys):
         main(["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "hmc", "--out", str(tmp_path)])
     assert "invalid choice: 'hmc'" in capsys.readouterr().err
     assert torch.get_default_dtype() == torch.float64  # the CLI leaves global torch settings alone
+
+
+def test_held_out_report_scores_the_baseline_and_gives_a_verdict(csv_file, tmp_path, capsys):
+    """test_metrics.json holds coverage, CRPS, a least-squares baseline on the same rows, and a verdict line."""
+    out = tmp_path / "run"
+    args = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--out", str(out),
+            "--hidden", "5", "--num-steps", "300", "--test-size", "0.25", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test_coverage_90"] <= 1.0 and metrics["test_crps"] > 0
+    # the baseline is least squares on the training rows, scored on the held-out rows in the data's units
+    frame = pd.read_csv(csv_file)
+    scaling = json.loads((out / "scaling.json").read_text())
+    test, train = frame.iloc[scaling["test_rows"]], frame.drop(index=scaling["test_rows"])
+    slope, intercept = np.polyfit(train["x"], train["y"], 1)
+    expected = float(np.sqrt(np.mean((slope * test["x"] + intercept - test["y"]) ** 2)))
+    assert metrics["baseline_rmse"] == pytest.approx(expected, rel=1e-4)
+    assert capsys.readouterr().out.count(f"verdict: {metrics['verdict']}") == 1
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # every draw reaches the tiny tree depth: the point
+def test_nuts_and_svi_flags_reach_the_fit(csv_file, tmp_path):
+    out = tmp_path / "nuts"
+    assert main([
+        "bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "nuts", "--out", str(out),
+        "--hidden", "3", "--num-warmup", "15", "--num-samples", "10", "--num-chains", "2", "--max-tree-depth", "2",
+        "--target-accept-prob", "0.95", "--threads", "1", "--no-progress",
+    ]) == 0  # fmt: skip
+    import arviz as az
+
+    stats = az.from_netcdf(out / "posterior.nc").sample_stats
+    assert int(stats["tree_depth"].max()) <= 2
+    args = build_parser().parse_args(["bnn", "fit", "--data", "d.csv", "--target", "y", "--out", "o", "--final-lr", "0.002"])
+    assert args.final_lr == 0.002 and args.threads == 1

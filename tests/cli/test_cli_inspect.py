@@ -63,9 +63,12 @@ def test_inspect_prints_the_summary_and_plain_warnings(nuts_report, capsys):
     assert _run(str(nuts_report["posterior"])) == 0
     out = capsys.readouterr().out
     assert f"nuts posterior, {fits.NUM_CHAINS} chain(s) x {fits.NUM_DRAWS} draws" in out
-    assert "r_hat" in out and "ess_bulk" in out and "0.weight[7, 0]" in out
+    assert "r_hat" in out and "ess_bulk" in out and "noise_scale" in out and "log_lik[obs 0]" in out
+    assert "0.weight[7, 0]" not in out  # weights only on request: hidden units can swap between chains
     assert "divergences per chain:" in out and "BFMI per chain:" in out
     assert "warnings:\n  - R-hat is above 1.01" in out
+    assert _run(str(nuts_report["posterior"]), "--weights") == 0
+    assert "0.weight[7, 0]" in capsys.readouterr().out
 
 
 def test_inspect_strict_fails_on_a_failed_check(nuts_report, capsys):

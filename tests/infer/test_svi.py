@@ -95,7 +95,8 @@ def test_resuming_reproduces_an_uninterrupted_run(tmp_path):
     x, y = _toy(32)
     kwargs = dict(num_samples=10, progress_bar=False, batch_size=8)
     whole = fit_svi(_mlp(), x, y, num_steps=40, seed=3, **kwargs)
-    fit_svi(_mlp(), x, y, num_steps=25, seed=3, checkpoint=str(tmp_path / "svi.pt"), **kwargs)
+    # the default learning rate decays over the run: the first call of a split run is told its length
+    fit_svi(_mlp(), x, y, num_steps=25, decay_steps=40, seed=3, checkpoint=str(tmp_path / "svi.pt"), **kwargs)
     state = SVIState.load(str(tmp_path / "svi.pt"))
     assert state.step == 25
     second = fit_svi(_mlp(), x, y, num_steps=15, seed=3, init_state=state, **kwargs)
@@ -208,3 +209,17 @@ def test_mean_field_svi_finds_the_exact_mean_field_optimum():
     assert (rel.abs() < Z_SCORE * 0.01 + 0.1).all()
     # and clearly below the exact marginal variances where the posterior is correlated
     assert (mf_var <= problem.cov.diagonal() + 1e-12).all()
+
+
+def test_a_learned_noise_starts_at_a_tenth_of_the_targets_sd():
+    """Started from its prior, the noise explains the data before the network bends (a flat fit)."""
+    from probgen.likelihoods import INITIAL_NOISE_FRACTION, Gaussian
+
+    x, y = _toy(64)
+    y = 7.0 * y
+    svi = SVI(_mlp())
+    svi.init(x, y, seed=0)
+    loc, _ = svi.guide._get_loc_and_scale("noise_scale")
+    assert float(loc.detach().exp()) == pytest.approx(INITIAL_NOISE_FRACTION * float(y.std()), rel=1e-6)
+    assert svi.init_scale == 1e-3  # a BNN's guide starts near a point estimate
+    assert Gaussian(noise_scale=0.3).initial_globals(y) == {}  # a known noise has nothing to start

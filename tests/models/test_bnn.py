@@ -66,3 +66,11 @@ def test_a_convolutional_network_is_a_bnn_too():
     pred = result.predict(x[:5])
     assert pred.probs is not None and pred.probs.shape == (1, 4, 5, 3)
     assert torch.allclose(pred.mean.sum(-1), torch.ones(5))
+
+
+def test_repr_shows_the_layers_as_built_with_their_biases():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1, bias=False))
+    text = repr(BNN(net))
+    assert "Linear(in_features=3, out_features=4, bias=True)" in text
+    assert "Linear(in_features=4, out_features=1, bias=False)" in text
+    assert "3 weight tensors (20 numbers)" in text and "noise_scale" in text
