@@ -8,6 +8,9 @@ Files, each written only where it applies:
 ``diagnostics.txt``           :func:`probgen.diagnostics.check_convergence`, in plain words
 ``predictive.png``            :func:`~probgen.plots.plot_predictive` (1-D regression)
 ``uncertainty.png``           :func:`~probgen.plots.plot_uncertainty` (1-D regression)
+``predicted_vs_observed.png`` :func:`~probgen.plots.plot_predicted_vs_observed` (regression; held-out rows if given)
+``ppc.png``                   ArviZ's ``plot_ppc`` (regression)
+``elbo.png``, ``losses.csv``  :func:`~probgen.plots.plot_elbo` and the loss of every step (SVI)
 ``calibration.png``           :func:`~probgen.plots.plot_calibration`
 ``loo_pit.png``               :func:`~probgen.plots.plot_loo_pit` (regression)
 ``trace.png``, ``rank.png``,  :func:`~probgen.plots.plot_trace`, :func:`~probgen.plots.plot_rank`,
@@ -28,10 +31,12 @@ import matplotlib
 matplotlib.use("Agg")  # the command line only writes files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure, SubFigure  # noqa: E402
 
 from probgen._io import save_csv, save_figure, save_netcdf, save_text  # noqa: E402
 from probgen import plots  # noqa: E402
+from probgen.plots._util import arviz_plotting  # noqa: E402
 from probgen.diagnostics import check_convergence, identifiable_view, summarize  # noqa: E402
 from probgen.datasets.uci import Standardization  # noqa: E402
 from probgen.infer.results import PosteriorResult  # noqa: E402
@@ -60,6 +65,19 @@ def _save(path: Path, draw: Callable[[], Any]) -> Path:
     return path
 
 
+def _plot_ppc(idata: Any) -> Any:
+    """ArviZ's posterior predictive check: the observed targets' density against replicated data sets."""
+    from probgen._compat import import_arviz
+
+    az = import_arviz()
+    with arviz_plotting():
+        draws = int(idata.posterior_predictive.sizes["chain"] * idata.posterior_predictive.sizes["draw"])
+        axes = az.plot_ppc(idata, num_pp_samples=min(100, draws), random_seed=0)
+    ax = np.ravel(axes)[0]
+    ax.set_title("Posterior predictive check (training rows, standardised target)")
+    return ax
+
+
 def write_bnn_report(
     result: PosteriorResult,
     out_dir: Path,
@@ -68,6 +86,7 @@ def write_bnn_report(
     reference: tuple[str, PosteriorResult] | None = None,
     scaling: Standardization | None = None,
     labels: tuple[str, str] = ("x", "y"),
+    held_out: tuple[Any, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the posterior, its diagnostics and the plots of a fitted BNN to ``out_dir``.
 
@@ -82,6 +101,8 @@ def write_bnn_report(
     :param Standardization scaling: the standardisation of the fit; the predictive plots are then
         drawn in the data's units.
     :param labels: the names of the input and the target, for the axes.
+    :param held_out: ``(x, y)`` rows the fit never saw (model units), for the predicted-vs-observed
+        plot; the training rows, labelled as such, otherwise.
     :returns: the written paths by kind (the file's stem), such as ``{"posterior": .../posterior.nc}``.
     """
     if not isinstance(result, PosteriorResult):
@@ -112,6 +133,19 @@ def write_bnn_report(
         paths["uncertainty"] = _save(
             out_dir / "uncertainty.png", lambda: plots.plot_uncertainty(result, x_plot, scaling=scaling, xlabel=xlabel)
         )
+    if not likelihood.is_classification and result.y.dim() == 1:
+        rows, subset = (held_out, "held-out") if held_out is not None else ((result.x, result.y), "training")
+        paths["predicted_vs_observed"] = _save(
+            out_dir / "predicted_vs_observed.png",
+            lambda: plots.plot_predicted_vs_observed(result, *rows, scaling=scaling, label=labels[1], subset=subset),
+        )
+        paths["ppc"] = _save(out_dir / "ppc.png", lambda: _plot_ppc(idata))
+    losses = getattr(result, "losses", None)
+    if losses is not None and len(losses):
+        paths["losses"] = out_dir / "losses.csv"
+        frame = pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": np.asarray(losses, dtype=float)})
+        save_csv(frame.set_index("step"), paths["losses"])
+        paths["elbo"] = _save(out_dir / "elbo.png", lambda: plots.plot_elbo(result))
     paths["calibration"] = _save(out_dir / "calibration.png", lambda: plots.plot_calibration(result))
     if not likelihood.is_classification:
         paths["loo_pit"] = _save(out_dir / "loo_pit.png", lambda: plots.plot_loo_pit(idata))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -36,7 +37,7 @@ from probgen.datasets._base import DATA_DIR
 from probgen.datasets.uci import Standardization
 from probgen.infer.arviz import load_result
 from probgen.infer.mcmc import fit_nuts
-from probgen.infer.results import PosteriorResult
+from probgen.infer.results import PosteriorResult, SVIState
 from probgen.infer.svi import GUIDES, LR_DECAY, fit_svi
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from probgen.models.bnn import BNN
@@ -76,6 +77,10 @@ def register(subparsers: Any) -> None:
         "--test-size", type=open_unit_interval, default=None,
         help="hold out this fraction of the rows (random, seeded by --seed), standardise on the rest and "
         "report test RMSE and log-likelihood on the original scale (default: fit every row)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--resume", action="store_true",
+        help=f"SVI: continue the interrupted fit saved in --out ({SVI_CHECKPOINT}) up to --num-steps in all",
     )  # fmt: skip
     _add_model_options(fit)
     fit.set_defaults(func=_fit_command)
@@ -254,11 +259,14 @@ def fit_from_csv(
         draws = None
         if options.num_samples is not None:
             draws = options.num_samples * (options.num_chains or _default(fit_nuts, "num_chains"))
+        checkpoint = out / SVI_CHECKPOINT
+        total = options.num_steps if options.num_steps is not None else _default(fit_svi, "num_steps")
+        init_state, steps = _resumed_state(checkpoint, total) if getattr(options, "resume", False) else (None, total)
         result = fit_svi(
-            model, x, y, guide=options.guide, seed=options.seed, progress_bar=progress,
+            model, x, y, guide=options.guide, seed=options.seed, progress_bar=progress, num_steps=steps,
+            init_state=init_state, checkpoint=str(checkpoint),
             **_given(
-                num_steps=options.num_steps, lr=options.lr, final_lr=getattr(options, "final_lr", None),
-                batch_size=options.batch_size, num_samples=draws,
+                lr=options.lr, final_lr=getattr(options, "final_lr", None), batch_size=options.batch_size, num_samples=draws,
             ),
         )  # fmt: skip
     else:
@@ -272,7 +280,8 @@ def fit_from_csv(
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     labels = (str(x_frame.columns[0]), str(target))
-    paths = write_bnn_report(result, out, scaling=scaler if is_regression else None, labels=labels)
+    held_out = (x_test, y_test) if x_test is not None and y_test is not None else None
+    paths = write_bnn_report(result, out, scaling=scaler if is_regression else None, labels=labels, held_out=held_out)
     scaling_path = out / "scaling.json"
     save_text(scaling_path, json.dumps(scaling, indent=2))
     paths["scaling"] = scaling_path
@@ -286,6 +295,20 @@ def fit_from_csv(
         save_text(metrics_path, json.dumps(metrics, indent=2))
         paths["test_metrics"] = metrics_path
     return result, paths
+
+
+#: Where ``probgen bnn fit --method svi`` keeps the state of its fit (every 50 steps and at the end).
+SVI_CHECKPOINT = "svi_state.pt"
+
+
+def _resumed_state(checkpoint: Path, total: int) -> tuple[SVIState, int]:
+    """The saved state of an interrupted SVI fit, and the steps left to reach ``total``."""
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: there is no saved fit at {checkpoint}; run without --resume to start one.")
+    state = SVIState.load(str(checkpoint))
+    if state.step >= total:
+        raise ValueError(f"--resume: the saved fit at {checkpoint} has already taken {state.step} of {total} steps.")
+    return state, total - state.step
 
 
 def build_model(config: dict[str, Any]) -> BNN:
@@ -372,7 +395,15 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def _fit_command(args: argparse.Namespace) -> int:
-    _, paths = fit_from_csv(args.data, args.target, args.features, args.method, args.out, args)
+    try:
+        _, paths = fit_from_csv(args.data, args.target, args.features, args.method, args.out, args)
+    except KeyboardInterrupt:
+        checkpoint = args.out / SVI_CHECKPOINT
+        if args.method == "svi" and checkpoint.exists():
+            step = SVIState.load(str(checkpoint)).step
+            print(f"probgen: the fit's state after step {step} is saved in {checkpoint}; "
+                  "run the same command with --resume to continue from it.", file=sys.stderr)  # fmt: skip
+        raise
     _print_paths(paths)
     return 0
 

@@ -19,7 +19,7 @@ multi-panel layout), labels its axes, and takes ``ax=`` where a single panel is 
 
 from probgen.plots._util import INTERVALS, Interval
 from probgen.plots.calibration import plot_calibration, plot_coverage, plot_loo_pit, plot_reliability
-from probgen.plots.diagnostics import plot_energy, plot_posterior, plot_rank, plot_trace
+from probgen.plots.diagnostics import plot_elbo, plot_energy, plot_posterior, plot_rank, plot_trace
 from probgen.plots.diffusion import (
     BOUND_UNITS,
     BoundUnit,
@@ -28,13 +28,20 @@ from probgen.plots.diffusion import (
     plot_samples,
     plot_trajectory,
 )
-from probgen.plots.predictive import plot_posterior_comparison, plot_predictive, plot_uncertainty
+from probgen.plots.predictive import (
+    plot_posterior_comparison,
+    plot_predicted_vs_observed,
+    plot_predictive,
+    plot_uncertainty,
+)
 
 __all__ = [
     "Interval",
     "INTERVALS",
     "plot_predictive",
     "plot_uncertainty",
+    "plot_predicted_vs_observed",
+    "plot_elbo",
     "plot_calibration",
     "plot_reliability",
     "plot_coverage",

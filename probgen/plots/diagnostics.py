@@ -145,3 +145,37 @@ def plot_energy(source: Any, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
     ax.set_ylabel("density")
     ax.set_title("Energy")
     return ax
+
+
+def plot_elbo(result: Any, *, smoothing: int = 50, ax: Axes | None = None) -> Axes:
+    """The ELBO of every SVI step (light) and its running mean over ``smoothing`` steps (dark).
+
+    :param result: an SVI result (anything with ``losses``, the negative ELBO per step, in nats).
+    :param int smoothing: the window of the running mean.
+    :param ax: the Axes to draw on; a new figure by default.
+    :returns: the Axes.
+    :raises TypeError: for a result without losses (NUTS).
+    """
+    import matplotlib.pyplot as plt
+
+    losses = getattr(result, "losses", None)
+    if losses is None or len(losses) == 0:
+        raise TypeError(f"plot_elbo needs an SVI result with losses, got {type(result).__name__}.")
+    elbo = -np.asarray(losses, dtype=float)
+    window = max(1, min(int(smoothing), elbo.size))
+    running = np.convolve(elbo, np.ones(window) / window, mode="valid")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    steps = np.arange(1, elbo.size + 1)
+    ax.plot(steps, elbo, color="C0", alpha=0.3, lw=0.6, label="ELBO per step")
+    ax.plot(steps[window - 1 :], running, color="C0", lw=1.5, label=f"running mean over {window} steps")
+    # the first steps can be far below the rest: scale the axis to the settled part
+    settled = elbo[elbo.size // 10 :]
+    low, high = np.percentile(settled, 1), settled.max()
+    pad = 0.05 * (high - low) if high > low else 1.0
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO (nats)")
+    ax.set_title("SVI: evidence lower bound")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax

@@ -300,3 +300,52 @@ def plot_posterior_comparison(
         for ax in axes[1:]:
             ax.get_legend().remove()
     return fig
+
+
+def plot_predicted_vs_observed(
+    result: PosteriorResult,
+    x: Any,
+    y: Any,
+    *,
+    level: float = 0.9,
+    scaling: Standardization | None = None,
+    label: str = "y",
+    subset: str = "held-out",
+    ax: Axes | None = None,
+) -> Axes:
+    """Observed targets against the posterior predictive mean, with central ``level`` intervals.
+
+    Works for any number of input features (the 1-D band of :func:`plot_predictive` needs one).
+    Points on the diagonal are predicted exactly; the share of error bars that cross it is the
+    interval's coverage, printed in the title.
+
+    :param PosteriorResult result: a fitted regression with scalar targets.
+    :param x: inputs ``(n, features)``, in the model's units.
+    :param y: targets ``(n,)``, in the model's units.
+    :param float level: the interval's probability.
+    :param Standardization scaling: the fit's standardisation; the axes then show the data's units.
+    :param str label: the target's name, for the axes.
+    :param str subset: which rows these are ("held-out", "training"), for the title.
+    :param ax: the Axes to draw on; a new figure by default.
+    :returns: the Axes.
+    """
+    result = check_result(result)
+    if result.model.likelihood.is_classification:
+        raise ValueError("plot_predicted_vs_observed is for regressions; use plot_calibration for a classifier.")
+    units = _Units(scaling)
+    x_t = result.model.check_x(x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x))
+    pred = result.predict(x_t)
+    lower, upper = (units.y(bound.numpy()) for bound in pred.interval(level))
+    mean = units.y(pred.mean.numpy())
+    observed = units.y(torch.as_tensor(y).numpy())
+    inside = float(np.mean((observed >= lower) & (observed <= upper)))
+    ax = new_axes(ax)
+    ax.errorbar(mean, observed, xerr=np.stack([mean - lower, upper - mean]), fmt="o", ms=3, color="C0",
+                ecolor="C0", alpha=0.6, elinewidth=0.8, label=f"{level:.0%} predictive interval")  # fmt: skip
+    span = [float(min(observed.min(), lower.min())), float(max(observed.max(), upper.max()))]
+    ax.plot(span, span, color="k", lw=1, label="predicted = observed")
+    ax.set_xlabel(f"predicted {label} (posterior predictive mean)")
+    ax.set_ylabel(f"observed {label}")
+    ax.set_title(f"{subset.capitalize()} rows: {inside:.0%} inside the {level:.0%} interval")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax

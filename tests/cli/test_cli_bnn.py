@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -212,3 +213,34 @@ def test_nuts_and_svi_flags_reach_the_fit(csv_file, tmp_path):
     assert int(stats["tree_depth"].max()) <= 2
     args = build_parser().parse_args(["bnn", "fit", "--data", "d.csv", "--target", "y", "--out", "o", "--final-lr", "0.002"])
     assert args.final_lr == 0.002 and args.threads == 1
+
+
+def test_an_svi_fit_resumes_from_its_saved_state(csv_file, tmp_path, capsys, monkeypatch):
+    """--resume continues the saved state to --num-steps in all, and gives the uninterrupted run's result."""
+    from probgen import SVIState
+    from probgen.cli import bnn as bnn_cli
+
+    base = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--hidden", "4", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "whole"), "--num-steps", "120"]) == 0
+    whole = SVIState.load(str(tmp_path / "whole" / bnn_cli.SVI_CHECKPOINT))
+
+    # a fit interrupted after its checkpoint at step 50: Ctrl-C names the file and the flag
+    real_fit = bnn_cli.fit_svi
+
+    @functools.wraps(real_fit)
+    def interrupted(*args, **kwargs):
+        # the first 50 of the run's 120 steps, on the run's own learning-rate schedule
+        real_fit(*args, **{**kwargs, "num_steps": 50, "decay_steps": kwargs["num_steps"]})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bnn_cli, "fit_svi", interrupted)
+    assert main([*base, "--out", str(tmp_path / "split"), "--num-steps", "120"]) == 130
+    err = capsys.readouterr().err
+    assert "after step 50 is saved" in err and "--resume" in err
+    monkeypatch.setattr(bnn_cli, "fit_svi", real_fit)
+    assert main([*base, "--out", str(tmp_path / "split"), "--num-steps", "120", "--resume"]) == 0
+    resumed = SVIState.load(str(tmp_path / "split" / bnn_cli.SVI_CHECKPOINT))
+    assert resumed.step == 120
+    assert torch.equal(resumed.losses, whole.losses)
+    assert main([*base, "--out", str(tmp_path / "split"), "--num-steps", "120", "--resume"]) == 2
+    assert "already taken 120 of 120 steps" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import arviz as az
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,7 +16,7 @@ from tests import _tiny_fits as fits
 
 NUTS_FILES = {
     "posterior", "summary", "diagnostics", "predictive", "uncertainty", "calibration", "loo_pit",
-    "trace", "rank", "posterior_plot", "energy", "comparison",
+    "trace", "rank", "posterior_plot", "energy", "comparison", "predicted_vs_observed", "ppc",
 }  # fmt: skip
 
 
@@ -54,9 +55,19 @@ def test_report_writes_the_posterior_summary_and_every_plot(nuts_report):
     assert "R-hat is above 1.01" in nuts_report["diagnostics"].read_text()
 
 
+def test_report_of_an_svi_fit_has_its_elbo_curve_and_losses(tmp_path):
+    with fits.settings():
+        result = fits.svi_fit()
+        paths = write_bnn_report(result, tmp_path)
+    assert {"elbo", "losses", "predicted_vs_observed", "ppc"} <= set(paths)
+    losses = pd.read_csv(paths["losses"], index_col=0)["loss"]
+    np.testing.assert_allclose(losses.to_numpy(), result.losses.numpy(), rtol=1e-6)
+
+
 def test_report_of_a_classifier_skips_regression_plots(tmp_path):
     paths = write_bnn_report(fits.classifier_fit(), tmp_path)
-    assert set(paths) == {"posterior", "summary", "diagnostics", "calibration", "trace", "rank", "posterior_plot"}
+    expected = {"posterior", "summary", "diagnostics", "calibration", "trace", "rank", "posterior_plot"}
+    assert set(paths) - {"losses", "elbo"} == expected  # an SVI fit adds its ELBO curve
 
 
 def test_inspect_prints_the_summary_and_plain_warnings(nuts_report, capsys):

@@ -89,3 +89,24 @@ def test_plots_refuse_what_they_cannot_draw(classifier, svi):
         plots.plot_coverage(svi, x=svi.x)
     with pytest.raises(TypeError, match="probgen result"):
         plots.plot_predictive(to_arviz(svi, predictive=False))
+
+
+def test_predicted_vs_observed_reports_the_coverage_in_the_data_units():
+    import matplotlib.pyplot as plt
+
+    from probgen.datasets.uci import Standardization
+    from probgen.plots import plot_predicted_vs_observed
+    from tests import _tiny_fits as fits
+
+    with fits.settings():
+        result = fits.nuts_fit()
+        x, y = result.x, result.y
+        scaling = Standardization(torch.zeros(1), torch.ones(1), y_mean=100.0, y_std=10.0)
+        ax = plot_predicted_vs_observed(result, x, y, scaling=scaling, label="price", subset="training")
+        lower, upper = result.predict(x).interval(0.9)
+        inside = float(((y >= lower) & (y <= upper)).double().mean())
+        assert ax.get_title() == f"Training rows: {inside:.0%} inside the 90% interval"
+        assert ax.get_ylabel() == "observed price"
+        points = next(line for line in ax.lines if line.get_marker() == "o")
+        np.testing.assert_allclose(np.sort(points.get_ydata()), np.sort(y.numpy() * 10 + 100), rtol=1e-6)
+        plt.close(ax.figure)
