@@ -1,4 +1,4 @@
-"""Every Python code block of README.md runs, in order, at CI sizes.
+"""Every Python code block of README.md runs, in order, at CI sizes, and prints the shapes it states.
 
 A README example that has rotted is the first thing a new user meets, so each block is executed
 as it is written, except that its sizes (warm-up, draws, optimisation steps) are shrunk to
@@ -45,3 +45,28 @@ def test_every_readme_block_runs_at_ci_sizes(tmp_path, monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ArviZ's small-sample notices at these sizes
             exec(compile(shrink(block), f"README.md block {index}", "exec"), namespace)
+        # what the block's comments say it prints (shapes), at CI sizes
+        for expression, expected in shape_claims(block):
+            assert tuple(eval(expression, namespace)) == expected, (index, expression)
+
+
+#: ``expression  # (4, 1000)`` or ``# (chain, draw, 2) = (1, 1000, 2)``: a line that states a shape.
+SHAPE_CLAIM = re.compile(r"^(?P<expr>\S.*?\.shape)\s+#\s*(?:\([^)]*\)\s*=\s*)?\((?P<shape>[\d,\s]+)\)\s*$", re.MULTILINE)
+
+
+def shape_claims(block: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Every shape a block's comments promise, translated to CI sizes.
+
+    A number in the claim that is one of the block's own sizes (``num_chains=4`` -> 4) becomes that
+    size's CI value, so ``(4, 1000)`` after ``num_chains=4, num_samples=1000`` expects ``(2, 20)``.
+    """
+    sizes = {int(value): CI_SIZES[name] for name, value in re.findall(r"\b(" + "|".join(CI_SIZES) + r")=(\d+)", block)}
+    claims = []
+    for match in SHAPE_CLAIM.finditer(block):
+        stated = tuple(int(v) for v in match["shape"].replace(" ", "").split(",") if v)
+        claims.append((match["expr"], tuple(sizes.get(v, v) for v in stated)))
+    return claims
+
+
+def test_the_readme_states_shapes_that_some_block_checks():
+    assert sum(len(shape_claims(block)) for block in BLOCKS) >= 2
