@@ -43,6 +43,7 @@ from probgen.infer.diffusion import (
     sample_ancestral,
     sample_ddim,
 )
+from probgen.infer.results import DiffusionTrainState
 from probgen.metrics import energy_distance, gaussian_nll
 from probgen.models.diffusion import (
     PREDICTIONS,
@@ -179,23 +180,59 @@ def _to_data_units(samples: Tensor, data: _Data) -> Tensor:
     return samples if samples.dim() == 4 else samples * data.scale + data.shift
 
 
+#: Steps between the checkpoints of ``probgen diffusion fit`` (and one at the end).
+CHECKPOINT_EVERY = 100
+
+
 def _fit(args: argparse.Namespace) -> int:
     data = _load_data(args.data, seed=args.seed)
     out = prepare_output_folder(args.out)
     is_image = data.name == "digits"
+    torch.manual_seed(args.seed)  # the network's initial weights: the same --seed, the same run
     chain = _build_chain(args, tuple(data.train.shape[1:]), is_image)
-    result = fit_diffusion(
+    checkpoint = out / "checkpoint.pt"
+    init_state, steps = None, args.num_steps
+    if args.resume:
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"--resume: there is no saved fit at {checkpoint}; run without --resume to start one.")
+        init_state = DiffusionTrainState.load(str(checkpoint))
+        if init_state.step >= args.num_steps:
+            raise ValueError(f"--resume: the saved fit at {checkpoint} has already taken {init_state.step} of {args.num_steps} steps.")
+        steps = args.num_steps - init_state.step
+    try:
+        result = _train(args, chain, data, steps, init_state, checkpoint)
+    except KeyboardInterrupt:
+        if checkpoint.exists():
+            step = DiffusionTrainState.load(str(checkpoint)).step
+            print(f"probgen: the fit's state after step {step} is saved in {checkpoint}; "
+                  "run the same command with --resume to continue from it.", file=sys.stderr)  # fmt: skip
+        raise
+    _write_run(args, result, data, out, is_image)
+    return 0
+
+
+def _train(
+    args: argparse.Namespace, chain: Any, data: _Data, steps: int, init_state: Any, checkpoint: Path
+) -> Any:
+    return fit_diffusion(
         chain,
         data.train,
-        num_steps=args.num_steps,
+        num_steps=steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        final_lr=args.final_lr,
         seed=args.seed,
         objective=args.objective,
         timestep_sampling=args.timestep_sampling,
         ema_decay=args.ema_decay,
-        checkpoint=out / "checkpoint.pt",
+        checkpoint=checkpoint,
+        checkpoint_every=CHECKPOINT_EVERY,
+        init_state=init_state,
+        decay_steps=args.num_steps,
     )
+
+
+def _write_run(args: argparse.Namespace, result: Any, data: _Data, out: Path, is_image: bool) -> None:
     save_chain(result.chain, out / "model.pt")
     saved_data = {
         "data": args.data,
@@ -224,7 +261,6 @@ def _fit(args: argparse.Namespace) -> int:
         f"({summary['bits_per_dim']:.4f} bits/dim); wrote {out}/model.pt, data.json, bound.json, losses.csv, "
         "run.nc, samples.png"
     )
-    return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -325,6 +361,10 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--batch-size", type=positive_int, default=256, help="minibatch size (default 256)")
     fit.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
     fit.add_argument(
+        "--final-lr", type=positive_float, default=None,
+        help="decay the learning rate exponentially to this value over --num-steps (default: constant)",
+    )  # fmt: skip
+    fit.add_argument(
         "--hidden", type=positive_int, default=None, help="width of the denoising net (default 128 for vectors, 32 for digits)"
     )
     fit.add_argument(
@@ -336,6 +376,10 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--ema-decay", type=open_unit_interval, default=None, help="keep an EMA of the weights with this decay")
     fit.add_argument("--num-samples", type=positive_int, default=1000, help="samples to draw for the PNG (default 1000)")
     fit.add_argument("--seed", type=non_negative_int, default=0, help="seed of training, evaluation and sampling (default 0)")
+    fit.add_argument(
+        "--resume", action="store_true",
+        help=f"continue the interrupted fit saved in --out (checkpoint.pt, every {CHECKPOINT_EVERY} steps) up to --num-steps in all",
+    )  # fmt: skip
     fit.set_defaults(func=_guarded(_fit))
 
     sample = commands.add_parser(

@@ -111,3 +111,33 @@ def test_help_text(command, capsys):
         _run(["diffusion", command, "--help"])
     assert exit_info.value.code == 0
     assert "--model" in capsys.readouterr().out or command == "fit"
+
+
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_losses(tmp_path, capsys, monkeypatch):
+    """fit --resume continues checkpoint.pt up to --num-steps in all, on the same schedule."""
+    from probgen.cli import diffusion as cli
+
+    sizes = ["--timesteps", "10", "--batch-size", "16", "--hidden", "16", "--num-samples", "20", "--final-lr", "1e-4"]
+    base = ["diffusion", "fit", "--data", "8gaussians", *sizes]
+    monkeypatch.setattr(cli, "CHECKPOINT_EVERY", 10)
+    assert _run([*base, "--out", str(tmp_path / "whole"), "--num-steps", "30"]) == 0
+    whole = DiffusionTrainState.load(str(tmp_path / "whole" / "checkpoint.pt"))
+
+    real_train = cli._train
+
+    def interrupted(args, chain, data, steps, init_state, checkpoint):
+        real_train(args, chain, data, 10, init_state, checkpoint)  # 10 of the 30 steps, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run([*base, "--out", str(tmp_path / "split"), "--num-steps", "30"])
+    assert "after step 10 is saved" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_train", real_train)
+    assert _run([*base, "--out", str(tmp_path / "split"), "--num-steps", "30", "--resume"]) == 0
+    resumed = DiffusionTrainState.load(str(tmp_path / "split" / "checkpoint.pt"))
+    assert resumed.step == 30
+    for name, value in whole.net_state.items():
+        torch.testing.assert_close(resumed.net_state[name], value, rtol=0, atol=0)
+    whole_losses = np.loadtxt(tmp_path / "whole" / "losses.csv", skiprows=1)
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "split" / "losses.csv", skiprows=1), whole_losses[10:])
