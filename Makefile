@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast typecheck bench clean
+.PHONY: run test test-fast typecheck bench notebooks clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
+
+notebooks: $(STAMP)
+	$(BIN)/python tutorials/execute.py
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy

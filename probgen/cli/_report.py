@@ -65,6 +65,13 @@ def _save(path: Path, draw: Callable[[], Any]) -> Path:
     return path
 
 
+def _calibration(result: PosteriorResult, held_out: tuple[Any, Any] | None) -> Any:
+    """Calibration on the held-out rows when there are some (labelled as such), else on the training rows."""
+    ax = plots.plot_calibration(result) if held_out is None else plots.plot_calibration(result, *held_out)
+    ax.set_title(f"{ax.get_title()} ({'held-out' if held_out is not None else 'training'} rows)")
+    return ax
+
+
 def _plot_ppc(idata: Any) -> Any:
     """ArviZ's posterior predictive check: the observed targets' density against replicated data sets."""
     from probgen._compat import import_arviz
@@ -146,7 +153,7 @@ def write_bnn_report(
         frame = pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": np.asarray(losses, dtype=float)})
         save_csv(frame.set_index("step"), paths["losses"])
         paths["elbo"] = _save(out_dir / "elbo.png", lambda: plots.plot_elbo(result))
-    paths["calibration"] = _save(out_dir / "calibration.png", lambda: plots.plot_calibration(result))
+    paths["calibration"] = _save(out_dir / "calibration.png", lambda: _calibration(result, held_out))
     if not likelihood.is_classification:
         paths["loo_pit"] = _save(out_dir / "loo_pit.png", lambda: plots.plot_loo_pit(idata))
     paths["trace"] = _save(out_dir / "trace.png", lambda: plots.plot_trace(identified))

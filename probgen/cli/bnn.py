@@ -79,6 +79,10 @@ def register(subparsers: Any) -> None:
         "report test RMSE and log-likelihood on the original scale (default: fit every row)",
     )  # fmt: skip
     fit.add_argument(
+        "--test", type=Path, default=None, metavar="FILE",
+        help="score the fit on this CSV file (same columns) instead of holding out rows; see --test-size",
+    )  # fmt: skip
+    fit.add_argument(
         "--resume", action="store_true",
         help=f"SVI: continue the interrupted fit saved in --out ({SVI_CHECKPOINT}) up to --num-steps in all",
     )  # fmt: skip
@@ -121,6 +125,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=positive_int, default=50, help="hidden units (default: 50)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh", help="activation (default: tanh)")
     p.add_argument("--prior-scale", type=positive_float, default=1.0, help="prior scale before fan-in scaling (default: 1)")
+    p.add_argument(
+        "--layer-prior-scale", type=_layer_scale, action="append", metavar="LAYER=SCALE",
+        help="a layer's own prior scale, by module path: 0 is the hidden layer, 2 the output layer "
+        "(e.g. --layer-prior-scale 0=5; repeatable; default: --prior-scale for every layer)",
+    )  # fmt: skip
     p.add_argument("--no-standardize", action="store_true", help="use features and a real target as given")
     p.add_argument("--guide", choices=sorted(GUIDES), default="normal", help="SVI guide (default: normal)")
     library = "(default: the library's, %s)"
@@ -157,6 +166,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="torch threads per process (default: %d; on small tensors more threads contend and run slower)" % DEFAULT_THREADS,
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+#: The module paths of the command line's network: Linear, activation, Linear.
+LAYER_PATHS = ("0", "2")
+
+
+def _layer_scale(text: str) -> tuple[str, float]:
+    """An argparse type: ``LAYER=SCALE`` with a layer path of the network and a positive scale."""
+    path, sep, value = text.partition("=")
+    if not sep or path not in LAYER_PATHS:
+        raise argparse.ArgumentTypeError(f"must be LAYER=SCALE with LAYER one of {', '.join(LAYER_PATHS)}, got {text!r}")
+    return path, positive_float(value)
 
 
 def _default(function: Any, name: str) -> Any:
@@ -225,8 +246,15 @@ def fit_from_csv(
     else:
         y = as_tensor("y", y_series, dtype=torch.long, ndim=1)
         likelihood = Bernoulli() if options.likelihood == "bernoulli" else Categorical(int(y.max()) + 1)
-    test_size = getattr(options, "test_size", None)
+    test_size, test_file = getattr(options, "test_size", None), getattr(options, "test", None)
+    if test_size is not None and test_file is not None:
+        raise ValueError("pass either --test-size (hold out rows of --data) or --test FILE (a separate file), not both.")
     x_test = y_test = None
+    if test_file is not None:
+        test_x, test_y = _read_table(Path(test_file), target, list(x_frame.columns), labels=options.likelihood != "gaussian")
+        x_test = as_tensor("x", test_x, dtype=torch.float32, ndim=2)
+        y_test = as_tensor("y", test_y, dtype=torch.float32 if is_regression else torch.long, ndim=1)
+        scaling.update(test_file=str(Path(test_file).resolve()))
     if test_size is not None:
         train_rows, test_rows = _held_out(x.shape[0], test_size, options.seed)
         x, x_test, y, y_test = x[train_rows], x[test_rows], y[train_rows], y[test_rows]
@@ -249,7 +277,8 @@ def fit_from_csv(
     config = {
         "format": MODEL_FORMAT, "version": 1, "features": list(x_frame.columns), "target": target,
         "hidden": options.hidden, "activation": options.activation, "likelihood": options.likelihood,
-        "num_classes": getattr(likelihood, "num_classes", None), "prior_scale": options.prior_scale, "method": method,
+        "num_classes": getattr(likelihood, "num_classes", None), "prior_scale": options.prior_scale,
+        "layer_scales": dict(getattr(options, "layer_prior_scale", None) or []), "method": method,
     }  # fmt: skip
     torch.manual_seed(options.seed)
     model = build_model(config)
@@ -328,7 +357,8 @@ def build_model(config: dict[str, Any]) -> BNN:
     activation = ACTIVATIONS[check_choice("activation", config["activation"], tuple(ACTIVATIONS))]
     width, outputs = int(config["hidden"]), likelihood.output_dim(1)
     net = nn.Sequential(nn.Linear(len(config["features"]), width), activation(), nn.Linear(width, outputs))
-    return BNN(net, GaussianPrior(float(config["prior_scale"]), fan_in=True), likelihood)
+    layer_scales = {str(path): float(scale) for path, scale in config.get("layer_scales", {}).items()}
+    return BNN(net, GaussianPrior(float(config["prior_scale"]), fan_in=True, layer_scales=layer_scales), likelihood)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

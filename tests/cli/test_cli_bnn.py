@@ -244,3 +244,35 @@ def test_an_svi_fit_resumes_from_its_saved_state(csv_file, tmp_path, capsys, mon
     assert torch.equal(resumed.losses, whole.losses)
     assert main([*base, "--out", str(tmp_path / "split"), "--num-steps", "120", "--resume"]) == 2
     assert "already taken 120 of 120 steps" in capsys.readouterr().err
+
+
+def test_bnn_fit_scores_a_separate_test_file(csv_file, tmp_path):
+    _, test = make_cosine(seed=1)
+    test_path = tmp_path / "test.csv"
+    test.iloc[::10].to_csv(test_path, index=False)
+    out = tmp_path / "run"
+    base = ["bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--hidden", "4",
+            "--num-steps", "100", "--no-progress"]  # fmt: skip
+    assert main([*base, "--out", str(out), "--test", str(test_path)]) == 0
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["num_test"] == len(test.iloc[::10])
+    assert main([*base, "--out", str(out), "--test", str(test_path), "--test-size", "0.2"]) == 2
+
+
+def test_a_layer_prior_scale_reaches_the_model_and_its_description(csv_file, tmp_path, capsys):
+    from probgen.cli.bnn import build_model
+
+    out = tmp_path / "run"
+    assert main([
+        "bnn", "fit", "--data", str(csv_file), "--target", "y", "--method", "svi", "--hidden", "4", "--num-steps", "20",
+        "--prior-scale", "2", "--layer-prior-scale", "0=5", "--out", str(out), "--no-progress",
+    ]) == 0  # fmt: skip
+    config = json.loads((out / "model.json").read_text())
+    assert config["layer_scales"] == {"0": 5.0}
+    prior = build_model(config).weight_priors
+    assert float(prior["0.weight"].base_dist.scale.flatten()[0]) == pytest.approx(5.0)  # fan-in 1
+    assert float(prior["2.weight"].base_dist.scale.flatten()[0]) == pytest.approx(2.0 / 2.0)  # fan-in 4
+    with pytest.raises(SystemExit) as exit_info:  # argparse names the flag and the layers it knows
+        main(["bnn", "fit", "--data", str(csv_file), "--target", "y", "--out", str(out), "--layer-prior-scale", "1=3"])
+    assert exit_info.value.code == 2
+    assert "LAYER one of 0, 2, got '1=3'" in capsys.readouterr().err
