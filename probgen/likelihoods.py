@@ -171,10 +171,10 @@ class Gaussian(_RegressionTargets, Likelihood):
         """
         if self.noise_scale is not None:
             return {}
-        flat = y.detach().reshape(y.shape[0], -1).to(torch.get_default_dtype()) if y.dim() else y.detach()
-        sd = flat.std(0).mean() if flat.dim() and flat.shape[0] > 1 else flat.new_tensor(1.0)
+        rows = y.detach().to(torch.get_default_dtype()).reshape(y.shape[0] if y.dim() else 1, -1)
+        sd = rows.std(0).mean() if rows.shape[0] > 1 else rows.new_tensor(1.0)
         if not torch.isfinite(sd) or sd <= 0:
-            sd = flat.new_tensor(1.0)
+            sd = rows.new_tensor(1.0)
         return {"noise_scale": INITIAL_NOISE_FRACTION * sd}
 
     def output_dim(self, target_dim: int) -> int:

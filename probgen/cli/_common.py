@@ -10,10 +10,13 @@ never in a traceback from deep inside: argparse reports a bad value of a typed f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +30,8 @@ __all__ = [
     "open_unit_interval",
     "read_numeric_csv",
     "prepare_output_folder",
+    "resumed_state",
+    "resume_hint_on_interrupt",
 ]
 
 
@@ -148,3 +153,30 @@ def prepare_output_folder(out: str | Path) -> Path:
     except OSError as error:
         raise PermissionError(f"cannot write to the output folder {folder}: {error.strerror or error}.") from None
     return folder
+
+
+def resumed_state(checkpoint: Path, total: int, load: Callable[[str], Any]) -> tuple[Any, int]:
+    """``--resume``: the saved state of an interrupted fit (read by ``load``), and the steps left to reach ``total``.
+
+    :raises FileNotFoundError: if there is no saved fit.
+    :raises ValueError: if the saved fit has already taken ``total`` steps.
+    """
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: there is no saved fit at {checkpoint}; run without --resume to start one.")
+    state = load(str(checkpoint))
+    if state.step >= total:
+        raise ValueError(f"--resume: the saved fit at {checkpoint} has already taken {state.step} of {total} steps.")
+    return state, total - state.step
+
+
+@contextlib.contextmanager
+def resume_hint_on_interrupt(checkpoint: Path | None, load: Callable[[str], Any]) -> Iterator[None]:
+    """On Ctrl-C, say which step the saved state (``checkpoint``, read by ``load``) holds and how to resume; then re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint is not None and checkpoint.exists():
+            step = load(str(checkpoint)).step
+            print(f"probgen: the fit's state after step {step} is saved in {checkpoint}; "
+                  "run the same command with --resume to continue from it.", file=sys.stderr)  # fmt: skip
+        raise

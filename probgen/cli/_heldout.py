@@ -84,7 +84,7 @@ def held_out_metrics(
     metrics: dict[str, Any] = {"num_test": int(y_test.shape[0])}
     pred = result.predict(x_test)
     if num_classes is None:
-        unscale = scaler or Standardization(torch.zeros(1), torch.ones(1), 0.0, 1.0)
+        unscale = scaler or Standardization.identity(x_test.shape[1])
         target = unscale.unscale_y(y_test)
         mean = unscale.unscale_y(pred.mean)
         lower, upper = (unscale.unscale_y(bound) for bound in pred.interval(INTERVAL_LEVEL))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -30,6 +29,8 @@ from probgen.cli._common import (
     positive_int,
     prepare_output_folder,
     read_numeric_csv,
+    resume_hint_on_interrupt,
+    resumed_state,
 )
 from probgen.cli._heldout import held_out_metrics
 from probgen.cli._report import write_bnn_report
@@ -290,7 +291,8 @@ def fit_from_csv(
             draws = options.num_samples * (options.num_chains or _default(fit_nuts, "num_chains"))
         checkpoint = out / SVI_CHECKPOINT
         total = options.num_steps if options.num_steps is not None else _default(fit_svi, "num_steps")
-        init_state, steps = _resumed_state(checkpoint, total) if getattr(options, "resume", False) else (None, total)
+        resume = getattr(options, "resume", False)
+        init_state, steps = resumed_state(checkpoint, total, SVIState.load) if resume else (None, total)
         result = fit_svi(
             model, x, y, guide=options.guide, seed=options.seed, progress_bar=progress, num_steps=steps,
             init_state=init_state, checkpoint=str(checkpoint),
@@ -318,7 +320,7 @@ def fit_from_csv(
     save_text(model_path, json.dumps(config, indent=2))
     paths["model"] = model_path
     if x_test is not None and y_test is not None:
-        num_classes = None if is_regression else max(int(getattr(likelihood, "num_classes", 2)), 2)
+        num_classes = None if is_regression else int(getattr(likelihood, "num_classes", 2))
         metrics = held_out_metrics(result, x, y, x_test, y_test, scaler if is_regression else None, num_classes=num_classes)
         metrics_path = out / "test_metrics.json"
         save_text(metrics_path, json.dumps(metrics, indent=2))
@@ -328,16 +330,6 @@ def fit_from_csv(
 
 #: Where ``probgen bnn fit --method svi`` keeps the state of its fit (every 50 steps and at the end).
 SVI_CHECKPOINT = "svi_state.pt"
-
-
-def _resumed_state(checkpoint: Path, total: int) -> tuple[SVIState, int]:
-    """The saved state of an interrupted SVI fit, and the steps left to reach ``total``."""
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: there is no saved fit at {checkpoint}; run without --resume to start one.")
-    state = SVIState.load(str(checkpoint))
-    if state.step >= total:
-        raise ValueError(f"--resume: the saved fit at {checkpoint} has already taken {state.step} of {total} steps.")
-    return state, total - state.step
 
 
 def build_model(config: dict[str, Any]) -> BNN:
@@ -425,15 +417,9 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def _fit_command(args: argparse.Namespace) -> int:
-    try:
+    checkpoint = args.out / SVI_CHECKPOINT if args.method == "svi" else None
+    with resume_hint_on_interrupt(checkpoint, SVIState.load):
         _, paths = fit_from_csv(args.data, args.target, args.features, args.method, args.out, args)
-    except KeyboardInterrupt:
-        checkpoint = args.out / SVI_CHECKPOINT
-        if args.method == "svi" and checkpoint.exists():
-            step = SVIState.load(str(checkpoint)).step
-            print(f"probgen: the fit's state after step {step} is saved in {checkpoint}; "
-                  "run the same command with --resume to continue from it.", file=sys.stderr)  # fmt: skip
-        raise
     _print_paths(paths)
     return 0
 

@@ -30,6 +30,8 @@ from probgen.cli._common import (
     positive_int,
     prepare_output_folder,
     read_numeric_csv,
+    resume_hint_on_interrupt,
+    resumed_state,
     unit_interval,
 )
 from probgen.datasets.images import DIGITS_NUM_LEVELS, load_digits_split
@@ -191,22 +193,10 @@ def _fit(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the network's initial weights: the same --seed, the same run
     chain = _build_chain(args, tuple(data.train.shape[1:]), is_image)
     checkpoint = out / "checkpoint.pt"
-    init_state, steps = None, args.num_steps
-    if args.resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"--resume: there is no saved fit at {checkpoint}; run without --resume to start one.")
-        init_state = DiffusionTrainState.load(str(checkpoint))
-        if init_state.step >= args.num_steps:
-            raise ValueError(f"--resume: the saved fit at {checkpoint} has already taken {init_state.step} of {args.num_steps} steps.")
-        steps = args.num_steps - init_state.step
-    try:
+    load = DiffusionTrainState.load
+    init_state, steps = resumed_state(checkpoint, args.num_steps, load) if args.resume else (None, args.num_steps)
+    with resume_hint_on_interrupt(checkpoint, load):
         result = _train(args, chain, data, steps, init_state, checkpoint)
-    except KeyboardInterrupt:
-        if checkpoint.exists():
-            step = DiffusionTrainState.load(str(checkpoint)).step
-            print(f"probgen: the fit's state after step {step} is saved in {checkpoint}; "
-                  "run the same command with --resume to continue from it.", file=sys.stderr)  # fmt: skip
-        raise
     _write_run(args, result, data, out, is_image)
     return 0
 

@@ -69,6 +69,12 @@ class Standardization:
     y_std: float
 
     @classmethod
+    def identity(cls, num_features: int, dtype: torch.dtype | None = None) -> Standardization:
+        """The maps that change nothing: for data used as they are."""
+        dtype = dtype if dtype is not None else torch.get_default_dtype()
+        return cls(torch.zeros(num_features, dtype=dtype), torch.ones(num_features, dtype=dtype), 0.0, 1.0)
+
+    @classmethod
     def fit(cls, x: Tensor, y: Tensor) -> Standardization:
         """The standardisation of training rows ``x`` ``(n, features)`` and ``y`` ``(n,)``."""
         x_std = x.std(0, correction=0)
@@ -270,7 +276,7 @@ def load_uci(
     if standardize:
         scaler = Standardization.fit(x_all[train_t], y_all[train_t])
     else:
-        scaler = Standardization(torch.zeros(len(features), dtype=dtype), torch.ones(len(features), dtype=dtype), 0.0, 1.0)
+        scaler = Standardization.identity(len(features), dtype)
     x, y = scaler.scale_x(x_all), scaler.scale_y(y_all)
     frame = pd.DataFrame(data[:, features], columns=[f"x{c}" for c in features])
     frame["y"] = data[:, target]

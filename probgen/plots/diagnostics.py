@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 
 from probgen._compat import import_arviz
 from probgen.infer.arviz import as_inference_data
-from probgen.plots._util import arviz_plotting
+from probgen.plots._util import arviz_plotting, new_axes
 
 __all__ = ["plot_trace", "plot_rank", "plot_posterior", "plot_energy"]
 
@@ -156,16 +156,13 @@ def plot_elbo(result: Any, *, smoothing: int = 50, ax: Axes | None = None) -> Ax
     :returns: the Axes.
     :raises TypeError: for a result without losses (NUTS).
     """
-    import matplotlib.pyplot as plt
-
     losses = getattr(result, "losses", None)
     if losses is None or len(losses) == 0:
         raise TypeError(f"plot_elbo needs an SVI result with losses, got {type(result).__name__}.")
     elbo = -np.asarray(losses, dtype=float)
     window = max(1, min(int(smoothing), elbo.size))
     running = np.convolve(elbo, np.ones(window) / window, mode="valid")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax = new_axes(ax)
     steps = np.arange(1, elbo.size + 1)
     ax.plot(steps, elbo, color="C0", alpha=0.3, lw=0.6, label="ELBO per step")
     ax.plot(steps[window - 1 :], running, color="C0", lw=1.5, label=f"running mean over {window} steps")

@@ -71,18 +71,16 @@ class _Units:
     def __init__(self, scaling: Standardization | None) -> None:
         if scaling is not None and not isinstance(scaling, Standardization):
             raise TypeError(f"scaling must be a probgen.datasets.Standardization, got {type(scaling).__name__}.")
-        self.scaling = scaling
+        self.scaling = scaling if scaling is not None else Standardization.identity(1)
 
     def x(self, x: Tensor) -> np.ndarray:
-        return (x if self.scaling is None else self.scaling.unscale_x(x))[:, 0].numpy()
+        return self.scaling.unscale_x(x)[:, 0].numpy()
 
     def y(self, y: Tensor | np.ndarray) -> np.ndarray:
-        if self.scaling is None:
-            return np.asarray(y)
-        return np.asarray(y) * self.scaling.y_std + self.scaling.y_mean
+        return self.scaling.unscale_y(torch.as_tensor(y)).numpy()
 
     def variance(self, var: Tensor) -> np.ndarray:
-        return (var if self.scaling is None else var * self.scaling.y_std**2).numpy()
+        return (var * self.scaling.y_std**2).numpy()
 
 
 def _mean_function(result: PosteriorResult, pred: Prediction) -> Tensor:
