@@ -15,7 +15,6 @@ It holds no inference state: fit it with :func:`probgen.fit_svi` or :func:`probg
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 
 import pyro
