@@ -13,6 +13,14 @@
   ``eta`` and fewer steps, :func:`sample_conditional` conditions the model on known coordinates; all
   return draws shaped ``(chain, draw, *event_shape)``.
 
+A chain whose net is conditional (``MLPDenoiser(..., num_classes=K)`` or ``cond_dim=k``) models
+``p(x_0 | c)``, and every function here takes ``condition=``: class labels ``(N,)`` or covariates
+``(N, k)``, one row per data row for :func:`fit_diffusion`, :func:`evaluate_bound` and
+:func:`estimate_bound`, one row per draw for :func:`sample_ancestral` and :func:`sample_ddim`
+(``samples[:, i]`` is drawn given ``condition[i]``), one row per observation for
+:func:`sample_conditional`; a single row serves every row. A missing or unexpected condition is an
+error that says which.
+
 The results (:class:`~probgen.infer.results.DiffusionFitResult`, :class:`~probgen.infer.results.DiffusionTrainState`,
 :class:`~probgen.infer.results.BoundResult`, :class:`~probgen.infer.results.DiffusionSamples`) live with
 every other result in :mod:`probgen.infer.results` and are re-exported here. Scores of samples

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from probgen._validate import check_choice, check_positive_int, check_probability
-from probgen.infer.diffusion._util import check_chain
+from probgen.infer.diffusion._util import check_chain, check_condition
 from probgen.models.diffusion.chain import DiffusionChain
 
 __all__ = [
@@ -145,6 +145,7 @@ def estimate_bound(
     *,
     timestep_probs: Tensor | None = None,
     generator: torch.Generator | None = None,
+    condition: Tensor | None = None,
 ) -> BoundEstimate:
     """An unbiased one-step estimate of the negative ELBO of each data point ([1] eq. 5, [2] eq. 10-11).
 
@@ -156,6 +157,8 @@ def estimate_bound(
     :param Tensor x0: data ``(N, *event_shape)``.
     :param timestep_probs: ``p(t)`` for ``t = 1..T``; uniform if ``None``.
     :param generator: the torch generator for ``t`` and the noise; torch's global one if ``None``.
+    :param condition: for a conditional chain, the condition of each row of ``x0`` (class labels
+        ``(N,)`` or covariates ``(N, cond_dim)``); the estimate is then of ``-ELBO(x_0 | c)``.
     :returns: a :class:`BoundEstimate`.
 
     Example::
@@ -176,15 +179,22 @@ def estimate_bound(
     t = torch.multinomial(probs, x0.shape[0], replacement=True, generator=generator) + 1
     weights = (1.0 / probs[t - 1]).to(x0.dtype)
     noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
-    terms = chain.vlb_term(x0, t, noise)
+    terms = chain.vlb_term(x0, t, noise, condition=condition)
     # L_T exactly plus the importance-weighted term: E_t[L_{t-1} / p(t)] = sum_t L_{t-1}
     return BoundEstimate(loss=chain.prior_kl(x0) + weights * terms, t=t, terms=terms)
 
 
-def eps_mse(chain: DiffusionChain, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def eps_mse(
+    chain: DiffusionChain,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    condition: Tensor | None = None,
+) -> Tensor:
     """The simplified loss ``||eps - eps_theta(x_t, t)||^2`` per data point, mean over dimensions ([1] eq. 14).
 
     ``t`` is uniform on ``1..T`` and ``x_t ~ q(x_t | x_0)``. A reweighting of the ELBO's terms, not the ELBO.
+    A conditional chain takes ``condition``, one row per row of ``x0``, and predicts ``eps_theta(x_t, t, c)``.
 
     Example::
 
@@ -193,8 +203,9 @@ def eps_mse(chain: DiffusionChain, x0: Tensor, generator: torch.Generator | None
         >>> eps_mse(chain, torch.randn(6, 2)).shape
         torch.Size([6])
     """
+    condition = check_condition(chain, condition, x0.shape[0], "x0")
     # [1] eq. 14, L_simple: E_{t, eps} ||eps - eps_theta(x_t, t)||^2, mean over dimensions
     t = torch.randint(1, chain.num_timesteps + 1, (x0.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
-    out = chain.p_mean_variance(chain.q_sample(x0, t, noise), t)
+    out = chain.p_mean_variance(chain.q_sample(x0, t, noise), t, condition=condition)
     return (noise - out.pred_eps).pow(2).flatten(1).mean(1)

@@ -5,6 +5,13 @@ Every sampler takes ``num_samples`` (and ``num_chains``, one by default) keyword
 as every probgen posterior is. Each is seeded, blocks its sample sites from enclosing Pyro handlers and
 restores torch's global RNG, so a call has no side effects.
 
+A conditional chain needs ``condition=``, and the convention is one condition per draw: for
+:func:`sample_ancestral` and :func:`sample_ddim` a condition of ``num_samples`` rows (class labels
+``(num_samples,)`` or covariates ``(num_samples, cond_dim)``) gives ``samples[c, i]`` drawn from
+``p_theta(x_0 | condition[i])`` in every chain ``c``; a single row, ``(1,)`` or ``(1, cond_dim)``,
+conditions every draw on the same value. For :func:`sample_conditional` the condition belongs to the
+observations: ``N`` rows (or one), one for each row of ``x_observed``.
+
 References:
 
 [1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
@@ -22,7 +29,7 @@ import torch
 from torch import Tensor
 
 from probgen._validate import check_positive_int, check_probability, check_seed
-from probgen.infer.diffusion._util import check_chain, check_data
+from probgen.infer.diffusion._util import check_chain, check_condition, check_data, repeat_rows
 from probgen.infer.results import DiffusionSamples, Sampler
 from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.inpaint import InpaintMessenger
@@ -41,13 +48,18 @@ def _trajectory(states: list[Tensor], lead: tuple[int, ...]) -> Tensor:
 
 
 def _run_model(
-    chain: DiffusionChain, lead: tuple[int, ...], seed: int, return_chain: bool, messenger: InpaintMessenger | None
+    chain: DiffusionChain,
+    lead: tuple[int, ...],
+    seed: int,
+    return_chain: bool,
+    messenger: InpaintMessenger | None,
+    condition: Tensor | None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Run ``chain.model`` for ``prod(lead)`` rows; return ``x_0``, the trajectory and the steps ``T..0``."""
+    """Run ``chain.model`` for ``prod(lead)`` rows and their ``condition``; return ``x_0``, trajectory, steps."""
     with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
         torch.manual_seed(seed)
         model = chain.model if messenger is None else messenger(chain.model)
-        trace = poutine.trace(model).get_trace(num_samples=math.prod(lead))
+        trace = poutine.trace(model).get_trace(num_samples=math.prod(lead), condition=condition)
     steps = torch.arange(chain.num_timesteps, -1, -1)
     values: dict[str, Tensor] = {
         name: cast(Tensor, site["value"]) for name, site in trace.nodes.items() if site["type"] == "sample"
@@ -58,6 +70,12 @@ def _run_model(
 
 def _sizes(num_samples: int, num_chains: int) -> tuple[int, int]:
     return check_positive_int("num_samples", num_samples), check_positive_int("num_chains", num_chains)
+
+
+def _draw_condition(chain: DiffusionChain, condition: Any, num_samples: int, num_chains: int) -> Tensor | None:
+    """One condition per draw, checked and laid out like the rows ``(chain * draw)`` the samplers draw."""
+    cond = check_condition(chain, condition, num_samples, f"the draws (num_samples={num_samples})")
+    return None if cond is None else repeat_rows(cond, num_chains)
 
 
 def _result(chain: DiffusionChain, sampler: Sampler, seed: int, start: float, **draws: Any) -> DiffusionSamples:
@@ -74,6 +92,7 @@ def sample_ancestral(
     num_chains: int = 1,
     seed: int | None = None,
     return_chain: bool = False,
+    condition: Tensor | None = None,
 ) -> DiffusionSamples:
     """Ancestral sampling: run the Pyro model ``chain.model`` with nothing observed ([1] Algorithm 2).
 
@@ -83,7 +102,11 @@ def sample_ancestral(
         so that every consumer sees ``(chain, draw, ...)``).
     :param seed: the seed; ``None`` picks one and records it.
     :param bool return_chain: also return every ``x_t``, ``t = T..0``.
+    :param condition: for a conditional chain (required there, refused otherwise), one condition per
+        draw: class labels ``(num_samples,)`` or covariates ``(num_samples, cond_dim)``, where
+        ``samples[:, i]`` is drawn given ``condition[i]``; a single row conditions every draw.
     :returns: :class:`~probgen.infer.results.DiffusionSamples`, ``samples`` shaped ``(chain, draw, *event_shape)``.
+    :raises ValueError: for bad sizes, or a condition that is missing, unexpected or of the wrong shape.
 
     Example::
 
@@ -92,12 +115,21 @@ def sample_ancestral(
         >>> draws = sample_ancestral(chain, num_samples=7, seed=1, return_chain=True)
         >>> draws.samples.shape, draws.trajectory.shape
         (torch.Size([1, 7, 2]), torch.Size([1, 7, 11, 2]))
+
+    With a class-conditional chain, one label per draw::
+
+        >>> net = MLPDenoiser(2, hidden_dim=8, num_classes=2)
+        >>> labelled = DiffusionChain(net, get_schedule("linear", 10), event_shape=(2,))
+        >>> draws = sample_ancestral(labelled, num_samples=3, num_chains=2, seed=0, condition=torch.tensor([0, 1, 1]))
+        >>> draws.samples.shape
+        torch.Size([2, 3, 2])
     """
     chain = check_chain(chain)
     num_samples, num_chains = _sizes(num_samples, num_chains)
+    cond = _draw_condition(chain, condition, num_samples, num_chains)
     seed = check_seed(seed)
     start = time.perf_counter()
-    samples, trajectory, steps = _run_model(chain, (num_chains, num_samples), seed, return_chain, None)
+    samples, trajectory, steps = _run_model(chain, (num_chains, num_samples), seed, return_chain, None, cond)
     return _result(chain, "ancestral", seed, start, samples=samples, steps=steps, trajectory=trajectory)
 
 
@@ -110,6 +142,7 @@ def sample_conditional(
     num_chains: int = 1,
     seed: int | None = None,
     return_chain: bool = False,
+    condition: Tensor | None = None,
 ) -> DiffusionSamples:
     """Generate the unknown coordinates of ``x_0`` given the known ones (``mask`` true), approximately.
 
@@ -127,6 +160,9 @@ def sample_conditional(
     :param int num_chains: independent chains of completions.
     :param seed: the seed; ``None`` picks one and records it.
     :param bool return_chain: also return every ``x_t``.
+    :param condition: for a conditional chain (required there, refused otherwise), the condition of
+        each observation: class labels ``(N,)`` or covariates ``(N, cond_dim)``, row ``i`` for row ``i``
+        of ``x_observed`` in every draw; a single row serves every observation.
     :returns: :class:`~probgen.infer.results.DiffusionSamples`, ``samples`` shaped
         ``(chain, draw, N, *event_shape)``.
 
@@ -150,15 +186,15 @@ def sample_conditional(
             f"mask of shape {tuple(mask.shape)} does not broadcast to x_observed's shape {tuple(x_observed.shape)}."
         ) from error
     num_samples, num_chains = _sizes(num_samples, num_chains)
+    cond = check_condition(chain, condition, x_observed.shape[0], "x_observed")
     seed = check_seed(seed)
     start = time.perf_counter()
     lead = (num_chains, num_samples, x_observed.shape[0])
-
-    def rows(values: Tensor) -> Tensor:  # every observation once per draw: (chain * draw * N, *event)
-        return values.expand(num_chains * num_samples, *values.shape).reshape(-1, *values.shape[1:])
-
-    messenger = InpaintMessenger(chain, rows(x_observed), rows(mask))
-    samples, trajectory, steps = _run_model(chain, lead, seed, return_chain, messenger)
+    # every observation (and its condition) once per draw: (chain * draw * N, ...)
+    num_draws = num_chains * num_samples
+    messenger = InpaintMessenger(chain, repeat_rows(x_observed, num_draws), repeat_rows(mask, num_draws))
+    cond = None if cond is None else repeat_rows(cond, num_draws)
+    samples, trajectory, steps = _run_model(chain, lead, seed, return_chain, messenger, cond)
     return _result(
         chain, "conditional", seed, start, samples=samples, steps=steps, trajectory=trajectory, x_observed=x_observed,
         mask=mask,
@@ -171,16 +207,24 @@ def _ddim_steps(num_sampling_steps: int, num_timesteps: int) -> list[int]:
 
 
 def ddim_step(
-    chain: DiffusionChain, x_t: Tensor, t: int, t_prev: int, *, eta: float, noise: Tensor | None = None
+    chain: DiffusionChain,
+    x_t: Tensor,
+    t: int,
+    t_prev: int,
+    *,
+    eta: float,
+    noise: Tensor | None = None,
+    condition: Tensor | None = None,
 ) -> Tensor:
     """One DDIM update from step ``t`` to an earlier step ``t_prev >= 1`` ([2] eq. 12 and 16).
 
     ``x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z`` with
     ``sigma^2 = eta^2 (1 - alpha_bar_prev) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_prev)``. With
     ``eta = 1`` and ``t_prev = t - 1``, ``sigma^2 = beta~_t`` and the step is the ancestral step of a
-    ``"fixed_small"`` chain.
+    ``"fixed_small"`` chain. A conditional chain takes ``condition``, one row per row of ``x_t`` (see
+    :meth:`~probgen.models.diffusion.DiffusionChain.p_mean_variance`).
     """
-    out = chain.p_mean_variance(x_t, t)
+    out = chain.p_mean_variance(x_t, t, condition=condition)
     ab_t = float(chain.schedule.alphas_cumprod[t - 1])
     ab_prev = float(chain.schedule.alphas_cumprod[t_prev - 1])
     # [2] eq. 16: sigma_t(eta)
@@ -201,6 +245,7 @@ def sample_ddim(
     eta: float = 0.0,
     seed: int | None = None,
     return_chain: bool = False,
+    condition: Tensor | None = None,
 ) -> DiffusionSamples:
     """DDIM sampling on ``num_sampling_steps`` of the chain's ``T`` steps, with stochasticity ``eta`` ([2] Section 4).
 
@@ -217,6 +262,7 @@ def sample_ddim(
     :param float eta: ``0`` (deterministic) to ``1`` (DDPM-like noise).
     :param seed: the seed; ``None`` picks one and records it.
     :param bool return_chain: also return the visited states.
+    :param condition: for a conditional chain, one condition per draw, as for :func:`sample_ancestral`.
     :returns: :class:`~probgen.infer.results.DiffusionSamples` with ``steps`` the visited steps and ``0``.
 
     Example::
@@ -238,6 +284,7 @@ def sample_ddim(
             f"num_sampling_steps must lie in [2, {num_timesteps}] (the chain's num_timesteps), got {num_sampling_steps}."
         )
     eta = check_probability("eta", eta, open_interval=False)  # [2] Section 4.1: 0 (DDIM) to 1 (DDPM-like)
+    cond = _draw_condition(chain, condition, num_samples, num_chains)
     seed = check_seed(seed)
     start = time.perf_counter()
     lead = (num_chains, num_samples)
@@ -248,10 +295,10 @@ def sample_ddim(
         x = torch.randn((math.prod(lead), *chain.event_shape), dtype=chain._dtype())
         states.append(x)
         for t, t_prev in zip(steps[:0:-1], steps[-2::-1], strict=True):
-            x = ddim_step(chain, x, t, t_prev, eta=eta)
+            x = ddim_step(chain, x, t, t_prev, eta=eta, condition=cond)
             states.append(x)
         # the last step x_1 -> x_0 goes through the decoder (mean x0_hat; scale eta * sigma_1)
-        out = chain.p_mean_variance(x, 1)
+        out = chain.p_mean_variance(x, 1, condition=cond)
         if eta > 0:
             scale = (eta * (0.5 * out.log_variance).exp()).expand_as(out.mean)
             x = chain.decoder.distribution(out.mean, scale).sample()

@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from probgen._validate import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
 from probgen.infer._progress import make_progress_bar, progress_enabled
-from probgen.infer.diffusion._util import check_chain, check_data
+from probgen.infer.diffusion._util import check_chain, check_condition, check_data
 from probgen.infer.diffusion.objective import (
     OBJECTIVES,
     TIMESTEP_SAMPLINGS,
@@ -63,6 +63,12 @@ def _check_resume(state: Any, chain: DiffusionChain, options: dict[str, Any]) ->
             f"init_state was trained with num_timesteps={state.config['num_timesteps']}, but the chain has "
             f"{chain.num_timesteps}; resume with the chain it was trained on."
         )
+    for key in ("num_classes", "cond_dim"):  # states saved before chains took a condition have neither
+        if state.config.get(key) != getattr(chain, key):
+            raise ValueError(
+                f"init_state was trained with a net of {key}={state.config.get(key)!r}, but the chain's net has "
+                f"{key}={getattr(chain, key)!r}; resume with the chain it was trained on."
+            )
     for key, value in options.items():
         if state.config[key] != value:
             raise ValueError(
@@ -90,6 +96,7 @@ def fit_diffusion(
     checkpoint_every: int | None = None,
     init_state: DiffusionTrainState | None = None,
     progress_bar: bool = True,
+    condition: Tensor | None = None,
 ) -> DiffusionFitResult:
     """Train a copy of ``chain``'s network by Adam on minibatches of ``data``.
 
@@ -101,6 +108,10 @@ def fit_diffusion(
     (minibatches, steps, noise) comes from one torch generator seeded by ``seed``, whose state is
     checkpointed, so a resumed run continues exactly: ``N`` steps in one call give the same losses as
     ``k`` steps and ``N - k`` resumed ones (give the first call ``decay_steps=N`` when the rate decays).
+
+    A conditional chain (its net built with ``num_classes=`` or ``cond_dim=``) is trained on pairs
+    ``(data[i], condition[i])``: every minibatch takes the condition rows of its data rows, and the
+    objective is that of ``p_theta(x_0 | c)``. Pass the same ``condition`` again when resuming.
 
     :param DiffusionChain chain: the chain to train; its network is copied, never changed.
     :param Tensor data: training data ``(N, *event_shape)``.
@@ -127,10 +138,13 @@ def fit_diffusion(
         (``result.state``, or ``DiffusionTrainState.load(path)``); ``objective``, ``timestep_sampling``,
         ``final_lr`` and whether there is an EMA must be those it was trained with.
     :param bool progress_bar: show a tqdm bar (never when the ``CI`` variable is set).
+    :param condition: for a conditional chain (required there, refused otherwise), the condition of
+        each data row: class labels ``(N,)`` (integers in ``[0, num_classes)``) or covariates
+        ``(N, cond_dim)``; a single row serves every data row.
     :returns: a :class:`~probgen.infer.results.DiffusionFitResult`.
-    :raises ValueError: for bad sizes or options, data of the wrong shape, or an ``init_state`` whose
-        options or chain differ.
-    :raises TypeError: if ``init_state`` is not a DiffusionTrainState.
+    :raises ValueError: for bad sizes or options, data of the wrong shape, a condition that is
+        missing, unexpected or does not match the data, or an ``init_state`` whose options or chain differ.
+    :raises TypeError: if ``init_state`` is not a DiffusionTrainState, or for a condition of the wrong dtype.
 
     Example::
 
@@ -142,9 +156,20 @@ def fit_diffusion(
         >>> more = fit_diffusion(chain, torch.randn(64, 2), num_steps=3, init_state=result.state, progress_bar=False)
         >>> more.state.step, more.seed
         (8, 0)
+
+    Class-conditional training takes one label per data row::
+
+        >>> net = MLPDenoiser(1, hidden_dim=16, num_classes=2)
+        >>> labelled = DiffusionChain(net, get_schedule("linear", 20), event_shape=(1,))
+        >>> labels = torch.tensor([0, 1] * 32)
+        >>> data = (4.0 * labels - 2.0)[:, None] + 0.1 * torch.randn(64, 1)
+        >>> fit = fit_diffusion(labelled, data, num_steps=5, seed=0, condition=labels, progress_bar=False)
+        >>> fit.chain.num_classes, fit.losses.shape
+        (2, torch.Size([5]))
     """
     chain = check_chain(chain)
     data = check_data(chain, data)
+    cond = check_condition(chain, condition, data.shape[0], "data")
     num_steps = check_positive_int("num_steps", num_steps)
     batch_size = check_positive_int("batch_size", batch_size)
     lr = check_positive_float("lr", lr)
@@ -219,6 +244,8 @@ def fit_diffusion(
         "ema_decay": ema_decay,
         "grad_clip": grad_clip,
         "num_timesteps": chain.num_timesteps,
+        "num_classes": chain.num_classes,
+        "cond_dim": chain.cond_dim,
     }
 
     def current_state() -> DiffusionTrainState:
@@ -239,12 +266,15 @@ def fit_diffusion(
         for i in range(num_steps):
             index = torch.randint(data.shape[0], (batch_size,), generator=generator)
             x0 = data[index]
+            c = None if cond is None else cond[index]  # the condition rows of the minibatch's data rows
             if objective == "elbo":
-                estimate = estimate_bound(trained, x0, timestep_probs=sampler.probs(), generator=generator)
+                estimate = estimate_bound(
+                    trained, x0, timestep_probs=sampler.probs(), generator=generator, condition=c
+                )
                 loss = estimate.loss.mean()
                 sampler.update(estimate.t, estimate.terms)
             else:
-                loss = eps_mse(trained, x0, generator).mean()
+                loss = eps_mse(trained, x0, generator, condition=c).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:

@@ -10,7 +10,9 @@ and sampling live in :mod:`probgen.infer.diffusion`.
   the bound, ``model`` and ``guide``);
 * ``inpaint.py``: :class:`InpaintMessenger`, which conditions the model on known coordinates;
 * ``decoders.py``: the last reverse step ``p_theta(x_0 | x_1)``, continuous or discretised;
-* ``networks.py``: time-conditioned denoisers for vectors and small images;
+* ``networks.py``: time-conditioned denoisers for vectors and small images, optionally also conditioned
+  on class labels (``num_classes=``) or covariates (``cond_dim=``), which makes the chain model
+  ``p(x_0 | c)``;
 * ``io.py``: :func:`save_chain`, :func:`load_chain` and the versioned file format.
 """
 

@@ -22,6 +22,13 @@ One implementation serves every data shape: the chain broadcasts over ``event_sh
 code runs 2-D points, vectors and ``(1, 8, 8)`` images. Step indices ``t`` follow the papers,
 ``1..T``; the :class:`~probgen.models.diffusion.schedules.Schedule` stores step ``t`` at index ``t - 1``.
 
+A chain whose network is conditional (built with ``num_classes=`` or ``cond_dim=``) models
+``p_theta(x_0 | c)``: every method that calls the network takes ``condition=``, class labels ``(N,)`` or
+covariates ``(N, k)``, one row per row of the data (or a single row for all), and passes it to every
+reverse step, ``p_theta(x_{t-1} | x_t, c)``. The guide ``q`` does not depend on ``c``, so the bound is
+the DDPM bound on ``-log p_theta(x_0 | c)``. This gives class-conditional generation and, with
+covariates ``x`` and data ``y``, "diffusion regression" ``p(y | x)``.
+
 References:
 
 [1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
@@ -42,7 +49,7 @@ from torch import Tensor, nn
 
 from probgen._math import normal_kl
 from probgen._validate import as_tensor, check_choice, check_positive_int
-from probgen.models.diffusion._util import sum_event
+from probgen.models.diffusion._util import check_condition, check_condition_options, describe_condition, sum_event
 from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
 from probgen.models.diffusion.schedules import Schedule
 
@@ -88,7 +95,11 @@ class DiffusionChain:
     terms of the bound (:meth:`prior_kl`, :meth:`vlb_term`), and the Pyro callables.
 
     :param nn.Module net: a denoiser ``net(x_t, t)`` returning a tensor shaped like ``x_t``; ``t`` is a
-        ``torch.long`` tensor of the batch shape with values in ``1..T``.
+        ``torch.long`` tensor of the batch shape with values in ``1..T``. A conditional denoiser is
+        called as ``net(x_t, t, c)`` and says what it is conditioned on with an attribute ``num_classes``
+        (class labels ``c`` of the batch shape) or ``cond_dim`` (covariates ``c``, ``(*batch, cond_dim)``),
+        as :class:`~probgen.models.diffusion.networks.MLPDenoiser` does; the chain reads them into
+        :attr:`num_classes` and :attr:`cond_dim`.
     :param Schedule schedule: the noise schedule, e.g. ``get_schedule("cosine", 100)``.
     :param event_shape: the shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``.
     :param Decoder decoder: ``p(x_0 | x_1)``; defaults to
@@ -101,7 +112,8 @@ class DiffusionChain:
         per dimension in ``L_1`` (5 nats on 2-D data with the linear schedule at ``T = 50``), so the
         default is ``"fixed_large"``; DDIM with ``eta = 1`` reproduces the ``"fixed_small"`` chain.
     :param str prediction: what ``net`` predicts: ``"epsilon"`` ([1] eq. 11) or ``"x0"``.
-    :raises ValueError: for unknown ``variance`` or ``prediction``.
+    :raises ValueError: for unknown ``variance`` or ``prediction``, or a net with both ``num_classes``
+        and ``cond_dim``.
 
     Example::
 
@@ -110,6 +122,13 @@ class DiffusionChain:
         >>> trace = pyro.poutine.trace(chain.model).get_trace(num_samples=5)
         >>> trace.stochastic_nodes[1:4], trace.nodes["x_0"]["value"].shape
         (['x_10', 'x_9', 'x_8'], torch.Size([5, 2]))
+
+    A class-conditional chain takes one label per row::
+
+        >>> net = MLPDenoiser(2, hidden_dim=16, num_classes=3)
+        >>> labelled = DiffusionChain(net, get_schedule("linear", 10), event_shape=(2,))
+        >>> labelled.conditional, labelled.model(num_samples=4, condition=torch.tensor([0, 1, 2, 2])).shape
+        (True, torch.Size([4, 2]))
     """
 
     def __init__(
@@ -138,13 +157,30 @@ class DiffusionChain:
         self.decoder = decoder
         self.variance: Variance = check_choice("variance", variance, VARIANCES)
         self.prediction: Prediction = check_choice("prediction", prediction, PREDICTIONS)
+        #: The number of classes of a class-conditional net (``net.num_classes``), else ``None``.
+        self.num_classes: int | None
+        #: The number of covariates of a covariate-conditional net (``net.cond_dim``), else ``None``.
+        self.cond_dim: int | None
+        self.num_classes, self.cond_dim = check_condition_options(
+            getattr(net, "num_classes", None), getattr(net, "cond_dim", None), prefix="net."
+        )
 
     def __repr__(self) -> str:
+        condition = ""
+        if self.num_classes is not None:
+            condition = f", num_classes={self.num_classes}"
+        elif self.cond_dim is not None:
+            condition = f", cond_dim={self.cond_dim}"
         return (
             f"DiffusionChain(net={type(self.net).__name__}, num_timesteps={self.num_timesteps}, "
             f"event_shape={tuple(self.event_shape)}, decoder={self.decoder!r}, variance={self.variance!r}, "
-            f"prediction={self.prediction!r})"
+            f"prediction={self.prediction!r}{condition})"
         )
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the net takes a condition (class labels or covariates), so every call needs ``condition=``."""
+        return self.num_classes is not None or self.cond_dim is not None
 
     @property
     def num_timesteps(self) -> int:
@@ -168,7 +204,7 @@ class DiffusionChain:
 
             >>> from probgen.models.diffusion import MLPDenoiser, get_schedule
             >>> DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("cosine", 10), event_shape=(2,)).describe()
-            {'net': 'MLPDenoiser', 'schedule': 'cosine', 'num_timesteps': 10, 'event_shape': [2], 'decoder': 'GaussianDecoder()', 'variance': 'fixed_large', 'prediction': 'epsilon'}
+            {'net': 'MLPDenoiser', 'schedule': 'cosine', 'num_timesteps': 10, 'event_shape': [2], 'decoder': 'GaussianDecoder()', 'variance': 'fixed_large', 'prediction': 'epsilon', 'num_classes': None, 'cond_dim': None}
         """
         return {
             "net": type(self.net).__name__,
@@ -178,6 +214,8 @@ class DiffusionChain:
             "decoder": repr(self.decoder),
             "variance": self.variance,
             "prediction": self.prediction,
+            "num_classes": self.num_classes,
+            "cond_dim": self.cond_dim,
         }
 
     def replace_net(self, net: nn.Module) -> DiffusionChain:
@@ -206,6 +244,28 @@ class DiffusionChain:
         """``values[t - 1]`` in ``like``'s dtype, shaped to broadcast against ``like``."""
         out = values[t - 1].to(like.dtype)
         return out.reshape(t.shape + (1,) * self.event_dim)
+
+    def _check_condition(
+        self, name: str, condition: Any, batch_shape: Sequence[int], rows_of: str = "x"
+    ) -> Tensor | None:
+        """``condition`` checked against the net and broadcast to ``batch_shape`` (see :meth:`p_mean_variance`).
+
+        :param str rows_of: what has the rows the condition must match, for messages (``"x0"``).
+        :returns: ``None`` for an unconditional chain, else labels ``batch_shape`` or covariates
+            ``(*batch_shape, cond_dim)``.
+        """
+        return check_condition(
+            name, condition, num_classes=self.num_classes, cond_dim=self.cond_dim, batch_shape=torch.Size(batch_shape),
+            dtype=self._dtype(), owner=f"the chain's net ({type(self.net).__name__})", rows_of=rows_of,
+        )  # fmt: skip
+
+    def _denoise(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
+        """The net's output at ``x_t`` and ``t``; a checked ``condition`` is broadcast to ``t``'s shape first."""
+        if condition is None:
+            return self.net(x_t, t)
+        # e.g. under Pyro's vectorised particles x_t gains a leading dim that the rows' condition lacks
+        shape = t.shape if self.num_classes is not None else t.shape + condition.shape[-1:]
+        return self.net(x_t, t, condition.expand(shape))
 
     def _check_x(self, name: str, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -258,14 +318,25 @@ class DiffusionChain:
         # [1] Section 3.2: sigma_t^2 = beta~_t, with beta~_1 -> beta~_2 ([3], clipped log-variance)
         return self._gather(self.schedule.posterior_log_variance_clipped, t, like)
 
-    def p_mean_variance(self, x_t: Tensor, t: Tensor | int) -> PMeanVariance:
+    def p_mean_variance(self, x_t: Tensor, t: Tensor | int, *, condition: Tensor | None = None) -> PMeanVariance:
         """The reverse step ``p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I)`` ([1] eqs. 1, 11).
 
         :param Tensor x_t: the noisy input, shape ``(*batch, *event_shape)``.
         :param t: steps in ``1..T``, an int or a long tensor of the batch shape.
+        :param condition: for a conditional chain only (and required there): class labels, an integer
+            tensor of the batch shape with values in ``[0, num_classes)``, or covariates, a finite float
+            tensor ``(*batch, cond_dim)``. A dimension of size 1 (or a missing leading one) is broadcast,
+            so one row conditions every row of ``x_t``.
+        :raises ValueError: for a missing or unexpected condition, one of the wrong shape, labels out of
+            range or covariates that are not finite.
+        :raises TypeError: for labels that are not integers or covariates that are not floats.
         """
         t = self._steps(t, x_t)
-        output = self.net(x_t, t)
+        return self._p_mean_variance(x_t, t, self._check_condition("condition", condition, t.shape, "x_t"))
+
+    def _p_mean_variance(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> PMeanVariance:
+        """:meth:`p_mean_variance` for long steps ``t`` of the batch shape and a checked ``condition``."""
+        output = self._denoise(x_t, t, condition)
         sqrt_ab = self._gather(self.schedule.sqrt_alphas_cumprod, t, x_t)
         sqrt_1mab = self._gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
         if self.prediction == "epsilon":
@@ -282,14 +353,15 @@ class DiffusionChain:
         log_variance = self.model_log_variance(t, x_t)
         return PMeanVariance(mean, log_variance.exp(), log_variance, pred_x0, pred_eps)
 
-    def p_sample(self, x_t: Tensor, t: int, noise: Tensor | None = None) -> Tensor:
+    def p_sample(self, x_t: Tensor, t: int, noise: Tensor | None = None, *, condition: Tensor | None = None) -> Tensor:
         """Draw ``x_{t-1} ~ p_theta(x_{t-1} | x_t)``; at ``t = 1`` draw ``x_0`` from the decoder.
 
         :param Tensor x_t: the current state, shape ``(*batch, *event_shape)``.
         :param int t: the current step in ``1..T``.
         :param noise: standard normal noise for ``t >= 2``; drawn if ``None``.
+        :param condition: the condition of a conditional chain, as for :meth:`p_mean_variance`.
         """
-        out = self.p_mean_variance(x_t, t)
+        out = self.p_mean_variance(x_t, t, condition=condition)
         scale = (0.5 * out.log_variance).exp()
         if t == 1:
             return self.decoder.distribution(out.mean, scale.expand_as(out.mean)).sample()
@@ -305,7 +377,9 @@ class DiffusionChain:
         kl = normal_kl(mean, log_var.expand_as(mean), torch.zeros_like(mean), torch.zeros_like(mean))
         return sum_event(kl, self.event_dim)
 
-    def vlb_term(self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None) -> Tensor:
+    def vlb_term(
+        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, *, condition: Tensor | None = None
+    ) -> Tensor:
         """One term of the bound at step ``t``, per data point, in nats, with ``x_t ~ q(x_t | x_0)``.
 
         For ``t >= 2`` it is ``L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))`` in closed
@@ -314,11 +388,14 @@ class DiffusionChain:
         :param Tensor x0: data, shape ``(*batch, *event_shape)``.
         :param t: steps in ``1..T``, an int or a long tensor of the batch shape.
         :param noise: the noise that draws ``x_t`` (see :meth:`q_sample`); drawn if ``None``.
+        :param condition: the condition of a conditional chain, one row per row of ``x0`` (see
+            :meth:`p_mean_variance`); the terms are then those of the bound on ``-log p_theta(x_0 | c)``.
         :returns: a tensor of the batch shape.
         """
         t = self._steps(t, x0)
+        condition = self._check_condition("condition", condition, t.shape, "x0")
         x_t = self.q_sample(x0, t, noise)
-        out = self.p_mean_variance(x_t, t)
+        out = self._p_mean_variance(x_t, t, condition)
         true_mean, _, true_log_var = self.q_posterior(x0, x_t, t)
         kl = sum_event(normal_kl(true_mean, true_log_var, out.mean, out.log_variance), self.event_dim)
         scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
@@ -333,34 +410,42 @@ class DiffusionChain:
             raise ValueError("model needs x0 or num_samples; pass num_samples=N to sample N points.")
         return check_positive_int("num_samples", num_samples)
 
-    def model(self, x0: Tensor | None = None, *, num_samples: int | None = None) -> Tensor:
+    def model(
+        self, x0: Tensor | None = None, *, num_samples: int | None = None, condition: Tensor | None = None
+    ) -> Tensor:
         """The reverse chain ``p(x_T) prod_t p_theta(x_{t-1} | x_t) p_theta(x_0 | x_1)`` as a Pyro program.
 
         Sites ``"x_T", ..., "x_1"`` are latent and ``"x_0"`` is the data, all inside the plate
         ``"data"`` and each with the data dimensions as its event. With ``x0=None`` running it is
-        ancestral sampling.
+        ancestral sampling. A conditional chain conditions every reverse step on ``condition``.
 
         :param x0: observed data ``(N, *event_shape)``, or ``None``.
         :param num_samples: the number of rows ``N`` when ``x0`` is ``None``.
+        :param condition: the condition of a conditional chain (required there, refused otherwise):
+            class labels ``(N,)`` or covariates ``(N, cond_dim)``, row ``i`` for row ``i`` of ``x0`` (or
+            of the samples); a single row ``(1,)`` or ``(1, cond_dim)`` serves every row.
         :returns: the value of ``"x_0"``.
+        :raises ValueError: for a missing or unexpected condition, or one that does not match the rows.
 
         References: [1] eq. 1 and Algorithm 2; [2] Section 2.2.
         """
         n = self._num_rows(x0, num_samples)
+        rows_of = "x0" if x0 is not None else f"the samples (num_samples={n})"
+        cond = self._check_condition("condition", condition, (n,), rows_of)
         dtype = x0.dtype if x0 is not None else self._dtype()
         zeros = torch.zeros((n, *self.event_shape), dtype=dtype)
         with pyro.plate("data", n):
             x = pyro.sample(f"x_{self.num_timesteps}", dist.Normal(zeros, 1.0).to_event(self.event_dim))
             for t in pyro.markov(range(self.num_timesteps, 1, -1)):
-                out = self.p_mean_variance(x, t)
+                out = self._p_mean_variance(x, self._steps(t, x), cond)
                 scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
                 x = pyro.sample(f"x_{t - 1}", dist.Normal(out.mean, scale).to_event(self.event_dim))
-            out = self.p_mean_variance(x, 1)
+            out = self._p_mean_variance(x, self._steps(1, x), cond)
             scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
             decoder = self.decoder.distribution(out.mean, scale).to_event(self.event_dim)
             return pyro.sample("x_0", decoder, obs=x0)
 
-    def guide(self, x0: Tensor, *, num_samples: int | None = None) -> None:
+    def guide(self, x0: Tensor, *, num_samples: int | None = None, condition: Tensor | None = None) -> None:
         """The noising process in posterior order, ``q(x_T | x_0) prod_{t=2}^T q(x_{t-1} | x_t, x_0)``.
 
         Its sites are visited in the model's order, so :class:`pyro.infer.TraceMeanField_ELBO` replaces
@@ -369,6 +454,8 @@ class DiffusionChain:
 
         :param Tensor x0: the data ``(N, *event_shape)``.
         :param num_samples: ignored; accepted so that the guide takes the model's arguments.
+        :param condition: ignored (the noising process does not depend on it); accepted so that the
+            guide takes the model's arguments.
         """
         x0 = self._check_x("x0", x0)
         T = self.num_timesteps
@@ -382,7 +469,7 @@ class DiffusionChain:
                 posterior = dist.Normal(mean, variance.sqrt().expand_as(mean)).to_event(self.event_dim)
                 x = pyro.sample(f"x_{step - 1}", posterior)
 
-    def forward_guide(self, x0: Tensor, *, num_samples: int | None = None) -> None:
+    def forward_guide(self, x0: Tensor, *, num_samples: int | None = None, condition: Tensor | None = None) -> None:
         """The same noising process in forward order, ``prod_{t=1}^T q(x_t | x_{t-1})`` ([1] eq. 2).
 
         The joint equals :meth:`guide`'s, so :class:`pyro.infer.Trace_ELBO` (Monte Carlo log-ratios)
@@ -393,6 +480,8 @@ class DiffusionChain:
 
         :param Tensor x0: the data ``(N, *event_shape)``.
         :param num_samples: ignored; accepted so that the guide takes the model's arguments.
+        :param condition: ignored (the noising process does not depend on it); accepted so that the
+            guide takes the model's arguments.
         """
         x0 = self._check_x("x0", x0)
         with pyro.plate("data", x0.shape[0]):

@@ -43,6 +43,10 @@ class InpaintMessenger(Messenger):
     conditional only when the two groups are independent under the model; otherwise the samples are
     consistent with the observation at ``t = 0`` but may be less coherent than true conditional draws.
 
+    A conditional chain's model is run with its ``condition=`` as usual
+    (:func:`~probgen.infer.diffusion.sample_conditional` takes one condition per observed row); the
+    messenger only handles the ``"x_t"`` sites, so the condition reaches every reverse step unchanged.
+
     :param DiffusionChain chain: the chain whose sites ``"x_t"`` are handled.
     :param Tensor x_observed: values for the known coordinates, shape ``(N, *event_shape)`` (entries
         where ``mask`` is false are ignored).

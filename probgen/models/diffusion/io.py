@@ -2,9 +2,10 @@
 
 :func:`save_chain` writes everything that defines a :class:`~probgen.models.diffusion.chain.DiffusionChain`
 as plain data: the network's class, constructor arguments and weights, the betas of its schedule, its
-decoder and options. :func:`load_chain` rebuilds it. Files are read with ``torch.load(weights_only=True)``,
-so loading never runs code from the file; a network or decoder of the user's own class is therefore not
-rebuilt from the file but passed again (``load_chain(path, net=MyNet(...))``).
+decoder and options, and what the network is conditioned on (``num_classes`` or ``cond_dim``).
+:func:`load_chain` rebuilds it. Files are read with ``torch.load(weights_only=True)``, so loading never
+runs code from the file; a network or decoder of the user's own class is therefore not rebuilt from
+the file but passed again (``load_chain(path, net=MyNet(...))``).
 
 Every file is a dict with a ``"format"`` and a ``"version"``, written atomically by
 :func:`probgen._io.save_checkpoint`; :func:`probgen._io.load_checkpoint` refuses, with a message saying
@@ -23,6 +24,7 @@ import torch  # noqa: F401  (the doctests use it)
 from torch import nn
 
 from probgen._io import load_checkpoint, save_checkpoint
+from probgen.models.diffusion._util import describe_condition
 from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, GaussianDecoder
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser
@@ -62,8 +64,9 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
     """Save a diffusion chain, trained or not, to one file that :func:`load_chain` reads back.
 
     The file holds the network's weights (its ``state_dict``), the schedule's betas (float64) and
-    name, the event shape, the decoder, ``variance`` and ``prediction``, and for probgen's own networks
-    (:class:`~probgen.models.diffusion.networks.MLPDenoiser`,
+    name, the event shape, the decoder, ``variance`` and ``prediction``, the condition the network
+    takes (``{"num_classes": ..., "cond_dim": ...}``, both ``None`` when unconditional), and for
+    probgen's own networks (:class:`~probgen.models.diffusion.networks.MLPDenoiser`,
     :class:`~probgen.models.diffusion.networks.ConvDenoiser`) and decoders their constructor
     arguments. It is written atomically.
 
@@ -93,6 +96,7 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
         "decoder": _describe(chain.decoder),
         "variance": chain.variance,
         "prediction": chain.prediction,
+        "condition": {"num_classes": chain.num_classes, "cond_dim": chain.cond_dim},
     }
     save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
 
@@ -121,23 +125,35 @@ def load_chain(
         the dtype they were saved in.
     :raises FileNotFoundError: if there is no file at ``path``.
     :raises ValueError: for a file that is not a saved chain (a foreign file, a training checkpoint,
-        one from an older or a newer probgen), or a network or decoder that must be passed.
+        one from an older or a newer probgen), a network or decoder that must be passed, or a given
+        ``net`` conditioned on something else than the saved one.
     :raises RuntimeError: if the given ``net`` does not match the saved weights (torch's message names them).
     """
     saved = load_checkpoint(
         path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
     )
     model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
-    state: dict[str, Any] = saved["net_state"]
-    dtype = next((value.dtype for value in state.values() if value.is_floating_point()), None)
-    if dtype is not None:
-        model = model.to(dtype)
-    model.load_state_dict(state)
-    return DiffusionChain(
-        model.eval(),
+    chain = DiffusionChain(
+        model,
         make_schedule(saved["betas"], name=saved["schedule"]),
         event_shape=saved["event_shape"],
         decoder=_rebuild("decoder", saved["decoder"], decoder, _DECODERS),
         variance=saved["variance"],
         prediction=saved["prediction"],
     )
+    # files written before chains took a condition have no entry: their nets are unconditional
+    condition = saved.get("condition") or {"num_classes": None, "cond_dim": None}
+    if (chain.num_classes, chain.cond_dim) != (condition["num_classes"], condition["cond_dim"]):
+        raise ValueError(
+            f"{os.fspath(path)} holds a chain whose net is conditioned on "
+            f"{describe_condition(condition['num_classes'], condition['cond_dim'])}, but the given net is "
+            f"conditioned on {describe_condition(chain.num_classes, chain.cond_dim)}; pass a net of the "
+            "saved architecture."
+        )
+    state: dict[str, Any] = saved["net_state"]
+    dtype = next((value.dtype for value in state.values() if value.is_floating_point()), None)
+    if dtype is not None:
+        model.to(dtype)  # in place, so the chain holds the converted net
+    model.load_state_dict(state)
+    model.eval()
+    return chain

@@ -1,10 +1,18 @@
-"""Time-conditioned denoising networks ``f(x_t, t)`` for diffusion chains.
+"""Time-conditioned denoising networks ``f(x_t, t)``, or ``f(x_t, t, c)`` with a condition, for diffusion chains.
 
 A denoiser maps a noisy input ``x_t`` of shape ``(*batch, *event_shape)`` and integer steps
 ``t`` of shape ``batch`` (values in ``1..T``) to an output of the same shape as ``x_t``: the
 predicted noise ``epsilon`` or the predicted ``x_0``, as the :class:`~probgen.models.diffusion.chain.DiffusionChain`
 is told. Any ``nn.Module`` with that signature can be used; the two here cover vector data
 (:class:`MLPDenoiser`) and small images such as 8 x 8 digits (:class:`ConvDenoiser`).
+
+A *conditional* denoiser also takes a condition ``c``: class labels, an integer tensor of the batch
+shape with values in ``[0, num_classes)``, or covariates, a float tensor ``(*batch, cond_dim)``. Both
+networks here take ``num_classes=`` or ``cond_dim=``. The condition is mapped into the space of the
+time embedding (a learnt embedding of the class, as in the class-conditional models of [3], or a
+linear map of the covariates) and added to it, so every block sees the step and the condition
+together. A network of one's own is conditional for the chain when it has an attribute ``num_classes``
+or ``cond_dim`` that is not ``None``.
 
 References:
 
@@ -22,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from probgen._validate import check_positive_int
+from probgen.models.diffusion._util import check_condition, check_condition_options
 
 __all__ = ["ConvDenoiser", "MLPDenoiser", "SinusoidalEmbedding"]
 
@@ -59,6 +68,30 @@ def _expand_steps(t: Tensor, batch_shape: torch.Size) -> Tensor:
     return t.expand(batch_shape).reshape(-1)
 
 
+def _condition_embedding(num_classes: int | None, cond_dim: int | None, dim: int) -> nn.Module | None:
+    """The map of a condition into the time embedding's space: an embedding of a class, a linear map of covariates."""
+    if num_classes is not None:
+        return nn.Embedding(num_classes, dim)
+    if cond_dim is not None:
+        return nn.Linear(cond_dim, dim)
+    return None
+
+
+def _embed_condition(
+    net: MLPDenoiser | ConvDenoiser, emb: Tensor, c: Tensor | None, batch_shape: torch.Size, dtype: torch.dtype
+) -> Tensor:
+    """``emb`` (rows ``prod(batch_shape)``) plus the embedded condition; checks that ``c`` comes when needed."""
+    name = type(net).__name__
+    c = check_condition(
+        "c", c, num_classes=net.num_classes, cond_dim=net.cond_dim, batch_shape=batch_shape, dtype=dtype,
+        owner=name, rows_of="x",
+    )  # fmt: skip
+    if c is None or net.cond is None:
+        return emb
+    rows = c.reshape(-1) if net.num_classes is not None else c.reshape(-1, c.shape[-1])
+    return emb + net.cond(rows)
+
+
 class MLPDenoiser(nn.Module):
     """A residual MLP for vector data, conditioned on ``t`` through a sinusoidal embedding.
 
@@ -69,25 +102,48 @@ class MLPDenoiser(nn.Module):
     :param int hidden_dim: the width of the hidden layers.
     :param int num_blocks: the number of residual blocks.
     :param int time_dim: the size of the sinusoidal time embedding.
+    :param num_classes: condition on class labels ``c`` in ``[0, num_classes)``, through a learnt
+        embedding added to the time embedding; ``None`` (the default) for none.
+    :param cond_dim: condition on covariates ``c`` of shape ``(*batch, cond_dim)``, through a linear
+        map added to the time embedding; ``None`` (the default) for none. Not with ``num_classes``.
+    :raises ValueError: for non-positive sizes, or both ``num_classes`` and ``cond_dim``.
 
     Example::
 
         >>> net = MLPDenoiser(2, hidden_dim=16, num_blocks=1)
         >>> net(torch.zeros(5, 2), torch.full((5,), 3)).shape
         torch.Size([5, 2])
+        >>> labelled = MLPDenoiser(2, hidden_dim=16, num_blocks=1, num_classes=3)
+        >>> labelled(torch.zeros(5, 2), torch.full((5,), 3), torch.tensor([0, 1, 2, 2, 0])).shape
+        torch.Size([5, 2])
     """
 
-    def __init__(self, data_dim: int, *, hidden_dim: int = 128, num_blocks: int = 3, time_dim: int = 32) -> None:
+    def __init__(
+        self,
+        data_dim: int,
+        *,
+        hidden_dim: int = 128,
+        num_blocks: int = 3,
+        time_dim: int = 32,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.data_dim = check_positive_int("data_dim", data_dim)
         hidden_dim = check_positive_int("hidden_dim", hidden_dim)
         num_blocks = check_positive_int("num_blocks", num_blocks)
+        self.num_classes, self.cond_dim = check_condition_options(num_classes, cond_dim)
         self._config = {
             "data_dim": self.data_dim,
             "hidden_dim": hidden_dim,
             "num_blocks": num_blocks,
             "time_dim": time_dim,
         }
+        # the condition's options only when set, so that an unconditional net's config is what it always was
+        if self.num_classes is not None:
+            self._config["num_classes"] = self.num_classes
+        if self.cond_dim is not None:
+            self._config["cond_dim"] = self.cond_dim
         self.embed = nn.Sequential(
             SinusoidalEmbedding(time_dim), nn.Linear(time_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
         )
@@ -97,12 +153,25 @@ class MLPDenoiser(nn.Module):
             for _ in range(num_blocks)
         )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, data_dim))
+        self.cond = _condition_embedding(self.num_classes, self.cond_dim, hidden_dim)
 
     def get_config(self) -> dict[str, int]:
-        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores)."""
+        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores).
+
+        ``num_classes`` and ``cond_dim`` appear only when set.
+        """
         return dict(self._config)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """The prediction at ``x`` ``(*batch, data_dim)`` and steps ``t`` (shape ``batch``), given ``c``.
+
+        :param c: the condition, for a conditional net only: class labels (an integer tensor of the
+            batch shape) or covariates ``(*batch, cond_dim)``; a condition with size-1 (or missing)
+            leading dimensions is broadcast over the batch.
+        :raises ValueError: for ``x`` of the wrong width, a missing or unexpected ``c``, or one of the
+            wrong shape or out of range.
+        :raises TypeError: for labels that are not integers or covariates that are not floats.
+        """
         if x.shape[-1] != self.data_dim:
             raise ValueError(
                 f"x has {x.shape[-1]} features but the network expects {self.data_dim}; "
@@ -110,7 +179,7 @@ class MLPDenoiser(nn.Module):
             )
         batch_shape = x.shape[:-1]
         h = self.inp(x.reshape(-1, self.data_dim))
-        emb = self.embed(_expand_steps(t, batch_shape).to(x.dtype))
+        emb = _embed_condition(self, self.embed(_expand_steps(t, batch_shape).to(x.dtype)), c, batch_shape, x.dtype)
         for block in self.blocks:
             h = h + block(h + emb)
         return self.out(h).reshape(x.shape)
@@ -145,16 +214,30 @@ class ConvDenoiser(nn.Module):
     :param int hidden_channels: the width of the hidden feature maps (a multiple of 8).
     :param int num_blocks: the number of residual blocks.
     :param int time_dim: the size of the sinusoidal time embedding.
+    :param num_classes: condition on class labels ``c`` in ``[0, num_classes)`` (e.g. the digit),
+        through a learnt embedding added to the time embedding; ``None`` (the default) for none.
+    :param cond_dim: condition on covariates ``c`` of shape ``(*batch, cond_dim)`` through a linear
+        map added to the time embedding; ``None`` (the default) for none. Not with ``num_classes``.
 
     Example::
 
         >>> net = ConvDenoiser(1, hidden_channels=8, num_blocks=1)
         >>> net(torch.zeros(3, 1, 8, 8), torch.tensor([1, 5, 9])).shape
         torch.Size([3, 1, 8, 8])
+        >>> digits = ConvDenoiser(1, hidden_channels=8, num_blocks=1, num_classes=10)
+        >>> digits(torch.zeros(3, 1, 8, 8), torch.tensor([1, 5, 9]), torch.tensor([0, 7, 3])).shape
+        torch.Size([3, 1, 8, 8])
     """
 
     def __init__(
-        self, channels: int = 1, *, hidden_channels: int = 64, num_blocks: int = 4, time_dim: int = 64
+        self,
+        channels: int = 1,
+        *,
+        hidden_channels: int = 64,
+        num_blocks: int = 4,
+        time_dim: int = 64,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
@@ -162,12 +245,17 @@ class ConvDenoiser(nn.Module):
         num_blocks = check_positive_int("num_blocks", num_blocks)
         if hidden_channels % 8:
             raise ValueError(f"hidden_channels must be a multiple of 8 (GroupNorm groups), got {hidden_channels}.")
+        self.num_classes, self.cond_dim = check_condition_options(num_classes, cond_dim)
         self._config = {
             "channels": self.channels,
             "hidden_channels": hidden_channels,
             "num_blocks": num_blocks,
             "time_dim": time_dim,
         }
+        if self.num_classes is not None:
+            self._config["num_classes"] = self.num_classes
+        if self.cond_dim is not None:
+            self._config["cond_dim"] = self.cond_dim
         emb_dim = 4 * hidden_channels
         self.embed = nn.Sequential(
             SinusoidalEmbedding(time_dim), nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
@@ -176,19 +264,27 @@ class ConvDenoiser(nn.Module):
         self.blocks = nn.ModuleList(_ConvBlock(hidden_channels, emb_dim, 8) for _ in range(num_blocks))
         self.norm = nn.GroupNorm(8, hidden_channels)
         self.out = nn.Conv2d(hidden_channels, channels, 3, padding=1)
+        self.cond = _condition_embedding(self.num_classes, self.cond_dim, emb_dim)
 
     def get_config(self) -> dict[str, int]:
-        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores)."""
+        """The constructor's arguments, which rebuild this architecture (what ``save_chain`` stores).
+
+        ``num_classes`` and ``cond_dim`` appear only when set.
+        """
         return dict(self._config)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """The prediction at images ``x`` ``(*batch, channels, height, width)`` and steps ``t``, given ``c``.
+
+        :param c: the condition, for a conditional net only, as for :meth:`MLPDenoiser.forward`.
+        """
         if x.dim() < 3 or x.shape[-3] != self.channels:
             raise ValueError(
                 f"x must have shape (*batch, {self.channels}, height, width), got {tuple(x.shape)}."
             )
         batch_shape = x.shape[:-3]
         h = self.inp(x.reshape(-1, *x.shape[-3:]))
-        emb = self.embed(_expand_steps(t, batch_shape).to(x.dtype))
+        emb = _embed_condition(self, self.embed(_expand_steps(t, batch_shape).to(x.dtype)), c, batch_shape, x.dtype)
         for block in self.blocks:
             h = block(h, emb)
         return self.out(nn.functional.silu(self.norm(h))).reshape(x.shape)
