@@ -325,7 +325,21 @@ def fit_from_csv(
         metrics_path = out / "test_metrics.json"
         save_text(metrics_path, json.dumps(metrics, indent=2))
         paths["test_metrics"] = metrics_path
+        _append_to_summary(paths["summary"], metrics)
     return result, paths
+
+
+#: The prefix of the rows that ``bnn fit`` adds to ``summary.csv`` for its held-out scores.
+HELD_OUT_PREFIX = "held_out."
+
+
+def _append_to_summary(path: Path, metrics: dict[str, Any]) -> None:
+    """The numeric held-out scores (and the baseline's) as rows ``held_out.<name>`` of summary.csv, value in ``mean``."""
+    summary = pd.read_csv(path, index_col=0)
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            summary.loc[f"{HELD_OUT_PREFIX}{key}", "mean"] = float(value)  # the other columns stay empty
+    save_csv(summary, path)
 
 
 #: Where ``probgen bnn fit --method svi`` keeps the state of its fit (every 50 steps and at the end).

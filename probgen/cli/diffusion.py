@@ -222,10 +222,18 @@ def _train(
     )
 
 
+def _data_reference(spec: str) -> str:
+    """What ``data.json`` records of ``--data``: a bundled set by name, a CSV by its absolute path
+    (so ``evaluate`` finds it from any working directory)."""
+    if spec == "digits" or spec in TOY2D_NAMES:
+        return spec
+    return str(Path(spec).resolve())
+
+
 def _write_run(args: argparse.Namespace, result: Any, data: _Data, out: Path, is_image: bool) -> None:
     save_chain(result.chain, out / "model.pt")
     saved_data = {
-        "data": args.data,
+        "data": _data_reference(args.data),
         "shift": [float(v) for v in data.shift],
         "scale": [float(v) for v in data.scale],
         "seed": result.seed,
@@ -281,7 +289,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     chain, config = _load_model(args.model)
     if args.data is None:
         # the fit's own held-out split, rebuilt from the same seed (and standardisation, for a CSV)
-        data = _load_data(config["data"], seed=config["seed"])
+        recorded = config["data"]
+        if recorded != "digits" and recorded not in TOY2D_NAMES and not Path(recorded).is_file():
+            raise ValueError(
+                f"the run was fitted on {recorded}, which no longer exists; pass --data FILE.csv to score another file."
+            )
+        data = _load_data(recorded, seed=config["seed"])
     elif args.data in TOY2D_NAMES or args.data == "digits":
         data = _load_data(args.data, seed=config["seed"])
     else:

@@ -17,8 +17,9 @@ Why ``fork`` and why the caller runs the first job itself:
   same whether the jobs run in workers or one after another (where ``fork`` does not exist).
 
 Each job is a callable ``job(report) -> result``; it calls ``report(n)`` as it completes ``n``
-more units of work (progress), and ``run_jobs`` adds up the reports of all jobs for one
-progress bar. A worker sends back its result, the warnings it raised (re-issued here) or its
+more units of work (progress), or ``report(n, status)`` to say where it stands as well (a small
+picklable mapping, such as a sampler's phase and step size). ``run_jobs`` adds up the counts of
+all jobs for one progress bar, and merges the latest status of each job with ``merge``. A worker sends back its result, the warnings it raised (re-issued here) or its
 exception (re-raised here, with the worker's traceback as a note).
 """
 
@@ -30,17 +31,28 @@ import pickle
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-__all__ = ["available_cores", "can_fork", "run_jobs"]
+__all__ = ["Report", "Status", "available_cores", "can_fork", "run_jobs"]
 
 T = TypeVar("T")
-Report = Callable[[int], None]
+#: Where one job stands, beyond its count: a small picklable mapping (a phase, a step size, ...).
+Status = Mapping[str, Any]
+
+
+class Report(Protocol):
+    """``report(n)`` hears of ``n`` more finished units of work; ``report(n, status)`` also of where the job stands."""
+
+    def __call__(self, n: int, status: Status | None = None, /) -> None: ...
+
+
 Job = Callable[[Report], T]
+#: Merges the latest status of every job (``None`` for a job that has sent none) into one.
+Merge = Callable[[list[Status | None]], Status]
 
 #: A worker reports progress at most this often (seconds).
 REPORT_INTERVAL = 0.25
@@ -58,17 +70,19 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_jobs(jobs: Sequence[Job[T]], *, report: Report | None = None) -> list[T]:
+def run_jobs(jobs: Sequence[Job[T]], *, report: Report | None = None, merge: Merge | None = None) -> list[T]:
     """Run ``jobs[1:]`` in forked workers while this process runs ``jobs[0]``; return the results in order.
 
     Where ``fork`` does not exist the jobs run one after another in this process.
 
     :param jobs: callables ``job(report) -> result``; a result must be picklable.
-    :param report: receives the progress increments of every job.
+    :param report: receives the progress increments of every job, as ``report(n)``; with ``merge``
+        given, as ``report(n, merge(statuses))`` once some job has sent a status.
+    :param merge: combines the latest status of each job (in job order) into the one ``report`` hears.
     """
-    tell: Report = report if report is not None else (lambda n: None)
+    tell = _Merged(report, merge, len(jobs))
     if len(jobs) < 2 or not can_fork():
-        return [job(tell) for job in jobs]
+        return [job(tell.of(index)) for index, job in enumerate(jobs)]
     context = multiprocessing.get_context("fork")
     workers: list[tuple[Any, Connection]] = []
     try:
@@ -81,8 +95,10 @@ def run_jobs(jobs: Sequence[Job[T]], *, report: Report | None = None) -> list[T]
         results: list[Any] = [None] * len(jobs)
         pending = {receiver: index for index, (_, receiver) in enumerate(workers, start=1)}
 
-        def poll_then_tell(n: int) -> None:  # while this process works, keep up with the workers
-            tell(n)
+        own = tell.of(0)
+
+        def poll_then_tell(n: int, status: Status | None = None) -> None:  # while this process works, keep up with the workers
+            own(n, status)
             _collect(pending, workers, results, tell, timeout=0.0)
 
         mine = _Throttled(poll_then_tell)
@@ -103,7 +119,7 @@ def _collect(
     pending: dict[Connection, int],
     workers: list[tuple[Any, Connection]],
     results: list[Any],
-    tell: Report,
+    tell: _Merged,
     timeout: float | None,
 ) -> None:
     """Read every message that has arrived (waiting up to ``timeout`` for one); raise a worker's error."""
@@ -120,7 +136,7 @@ def _collect(
                 "it may have run out of memory. Run with num_workers=1 to see the error in this process."
             ) from None
         if kind == "progress":
-            tell(payload)
+            tell.of(index)(*payload)
         elif kind == "error":
             error, trace = payload
             error.add_note(f"raised in worker process {index}:\n{trace}")
@@ -133,25 +149,49 @@ def _collect(
             del pending[receiver]
 
 
+class _Merged:
+    """The caller's ``report`` behind every job's: counts pass through, statuses are kept per job and merged."""
+
+    def __init__(self, report: Report | None, merge: Merge | None, num_jobs: int) -> None:
+        self.report, self.merge = report, merge
+        self.statuses: list[Status | None] = [None] * num_jobs
+
+    def of(self, index: int) -> Report:
+        def tell(n: int, status: Status | None = None) -> None:
+            if status is not None:
+                self.statuses[index] = status
+            if self.report is None:
+                return
+            if self.merge is not None and any(s is not None for s in self.statuses):
+                self.report(n, self.merge(self.statuses))
+            else:
+                self.report(n)
+
+        return tell
+
+
 class _Throttled:
-    """``report`` called at most every :data:`REPORT_INTERVAL` seconds, with the summed increments."""
+    """``report`` called at most every :data:`REPORT_INTERVAL` seconds, with the summed increments and the latest status."""
 
     def __init__(self, report: Report) -> None:
         self.report = report
         self.owed = 0
+        self.status: Status | None = None
         self.last = time.monotonic()
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, status: Status | None = None) -> None:
         self.owed += n
+        if status is not None:
+            self.status = status
         now = time.monotonic()
         if now - self.last >= REPORT_INTERVAL:
             self.flush()
             self.last = now
 
     def flush(self) -> None:
-        if self.owed:
-            self.report(self.owed)
-            self.owed = 0
+        if self.owed or self.status is not None:
+            self.report(self.owed, self.status)
+            self.owed, self.status = 0, None
 
 
 def _work(job: Job[Any], sender: Connection) -> None:
@@ -164,7 +204,7 @@ def _work(job: Job[Any], sender: Connection) -> None:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            progress = _Throttled(lambda n: send("progress", n))
+            progress = _Throttled(lambda n, status=None: send("progress", (n, status)))
             result = job(progress)
             progress.flush()
         send("done", (result, [(str(w.message), w.category) for w in caught]))

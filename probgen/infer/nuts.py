@@ -41,6 +41,8 @@ References:
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -55,7 +57,7 @@ from probgen.infer import _nuts_step as step
 from probgen.infer._capture import agrees, capture, compile_graph
 from probgen.infer._flat import FlatLogDensity
 from probgen.infer._progress import make_progress_bar, progress_enabled
-from probgen.infer._workers import run_jobs
+from probgen.infer._workers import Report, Status, run_jobs
 
 __all__ = [
     "sample_nuts",
@@ -70,6 +72,8 @@ __all__ = [
     "NOISE_BLOCK",
 ]
 
+#: Seconds between the statuses (phase, step size, divergences) a run sends its progress bar.
+STATUS_INTERVAL = 0.5
 #: Per-draw sampler statistics, under ArviZ's names, in the order every backend records them.
 STAT_NAMES = ("diverging", "lp", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
 #: An energy error above this marks a divergent transition (as Stan and Pyro).
@@ -237,6 +241,7 @@ class _Run:
         self.f = log_density
         self.chains, self.dim, self.dtype = chains, dim, init.dtype
         self.total = config.num_warmup + config.num_samples
+        self.num_warmup = config.num_warmup
         self.tables = step.tables(config.num_warmup, self.total, config.max_tree_depth, config.target_accept_prob, init.dtype)
         self.gen = torch.Generator().manual_seed(seed)
         self.num_gradients = 0
@@ -362,14 +367,28 @@ class _Run:
         self.completed += int(completed)
         return int(completed)
 
-    def run(self, report: Callable[[int], None] | None) -> NUTSOutput:
+    def status(self) -> dict[str, Any]:
+        """Where the chains stand, for a progress bar: phase, median step size, divergences so far."""
+        return {
+            "warmup": self.completed < self.chains * self.num_warmup,
+            "step_size": float(self._state().step_size.median()),
+            "divergences": int(self.stats["diverging"].sum()),
+        }
+
+    def run(self, report: Report | None) -> NUTSOutput:
         if self.compile:
             self._try_compile()
         total = self.chains * self.total
+        told = -math.inf
         while self.completed < total:
             done = self.iterate()
             if report is not None and done:
-                report(done)
+                now = time.monotonic()
+                if now - told >= STATUS_INTERVAL or self.completed == total:
+                    told = now
+                    report(done, self.status())
+                else:
+                    report(done)
             if self.compile is None and self.iterations == PROBE_ITERATIONS:
                 self._decide()
         state = self._state()
@@ -431,21 +450,49 @@ def _sample(
     step_size: Tensor | None,
     inverse_mass: Tensor | None,
     compile: bool | None,
-    report: Callable[[int], None] | None,
+    report: Report | None,
 ) -> NUTSOutput:
-    """:func:`sample_nuts` without its progress bar: ``report(n)`` hears of ``n`` more finished iterations."""
+    """:func:`sample_nuts` without its progress bar: ``report(n)`` hears of ``n`` more finished
+    iterations, and ``report(n, status)`` every :data:`STATUS_INTERVAL` seconds of where they stand."""
     with torch.no_grad():
         run = _Run(log_density, init.detach(), config, seed, step_size, inverse_mass, compile)
         return run.run(report)
 
 
+def merge_status(statuses: list[Status | None]) -> Status:
+    """One status for groups of chains: warm-up while any group is, the median step size, all divergences."""
+    known = [s for s in statuses if s is not None]
+    return {
+        "warmup": any(s["warmup"] for s in known) or len(known) < len(statuses),
+        "step_size": float(np.median([s["step_size"] for s in known])),
+        "divergences": sum(int(s["divergences"]) for s in known),
+    }
+
+
+def describe_status(status: Status) -> str:
+    """The text a progress bar shows after the count, e.g. ``"warm-up, step 0.031, 0 divergent"``."""
+    phase = "warm-up" if status["warmup"] else "sampling"
+    return f"{phase}, step {status['step_size']:.3g}, {status['divergences']} divergent"
+
+
 @contextmanager
-def _progress(config: NUTSConfig, chains: int) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar over every iteration of ``chains`` chains: its ``update``, or ``None`` when it is off."""
+def _progress(config: NUTSConfig, chains: int) -> Iterator[Report | None]:
+    """A progress bar over every iteration of ``chains`` chains, or ``None`` when it is off.
+
+    What it yields takes ``report(n)`` and ``report(n, status)``: the bar advances by ``n`` and,
+    given a status, shows the phase (warm-up or sampling), the median step size over the chains
+    and the number of divergent transitions so far (in the draws kept, as Pyro and Stan count them).
+    """
     enabled = progress_enabled(config.progress_bar)
     total = chains * (config.num_warmup + config.num_samples)
     with make_progress_bar(total, desc="NUTS (flat)", enabled=enabled) as bar:
-        yield bar.update if enabled else None
+
+        def report(n: int, status: Status | None = None) -> None:
+            if status is not None:
+                bar.set_postfix_str(describe_status(status), refresh=False)
+            bar.update(n)
+
+        yield report if enabled else None
 
 
 @contextmanager
@@ -492,7 +539,7 @@ def run_chains(
             for group, group_seed in zip(groups, seeds)
         ]
         with _progress(config, config.num_chains) as report:
-            return _concatenate(run_jobs(jobs, report=report))
+            return _concatenate(run_jobs(jobs, report=report, merge=merge_status))
 
 
 def _concatenate(outputs: list[NUTSOutput]) -> NUTSOutput:

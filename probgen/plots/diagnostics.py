@@ -82,6 +82,7 @@ def plot_trace(
         row[-1].set_ylabel(row[-1].get_ylabel() or "value")
     _label_if_empty(rows[-1][0], "value")  # the bottom row only: ArviZ titles sit right below each row
     _label_if_empty(rows[-1][-1], "draw")
+    _make_room(rows[0][0].figure, kwargs)
     return axes
 
 
@@ -101,7 +102,18 @@ def plot_rank(
     axes = _arviz_site_plot("plot_rank", source, var_names, coords, kwargs)
     for ax in np.ravel(axes):
         _label_if_empty(ax, "rank (all chains)", "chain")
+    _make_room(np.ravel(axes)[0].figure, kwargs)
     return np.asarray(axes)
+
+
+def _make_room(figure: Any, kwargs: Mapping[str, Any]) -> None:
+    """Space a grid so no title sits on the tick labels of the row above (ArviZ packs its rows tight).
+
+    ``tight_layout`` measures every title, label and tick label. A figure the caller drew into
+    (``ax=`` or ``axes=``) or gave a layout engine (through ``backend_kwargs``) is left as it is.
+    """
+    if figure.get_layout_engine() is None and kwargs.get("ax") is None and kwargs.get("axes") is None:
+        figure.tight_layout()
 
 
 def plot_posterior(
@@ -120,6 +132,7 @@ def plot_posterior(
     axes = _arviz_site_plot("plot_posterior", source, var_names, coords, kwargs)
     for ax in np.ravel(axes):
         _label_if_empty(ax, "value")
+    _make_room(np.ravel(axes)[0].figure, kwargs)
     return np.asarray(axes)
 
 

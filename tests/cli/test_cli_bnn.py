@@ -197,6 +197,11 @@ def test_held_out_report_scores_the_baseline_and_gives_a_verdict(csv_file, tmp_p
     expected = float(np.sqrt(np.mean((slope * test["x"] + intercept - test["y"]) ** 2)))
     assert metrics["baseline_rmse"] == pytest.approx(expected, rel=1e-4)
     assert capsys.readouterr().out.count(f"verdict: {metrics['verdict']}") == 1
+    # the same numbers close summary.csv, under the posterior's own rows
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert summary.loc["held_out.test_rmse", "mean"] == pytest.approx(metrics["test_rmse"])
+    assert summary.loc["held_out.baseline_rmse", "mean"] == pytest.approx(expected, rel=1e-4)
+    assert not summary.index[0].startswith("held_out.") and summary.index[-1].startswith("held_out.")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # every draw reaches the tiny tree depth: the point

@@ -68,6 +68,23 @@ def test_fit_on_a_csv_reports_the_bound_in_data_units(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["num_test"] == 200
 
 
+def test_a_csv_run_is_scored_from_any_working_directory(tmp_path, capsys, monkeypatch):
+    """data.json records a CSV by its absolute path, so `evaluate --model` needs no --data anywhere."""
+    (tmp_path / "fit").mkdir()
+    np.savetxt(tmp_path / "fit" / "points.csv", np.random.default_rng(1).normal(size=(50, 2)), delimiter=",", header="a,b", comments="")
+    monkeypatch.chdir(tmp_path / "fit")
+    assert _run(["diffusion", "fit", "--data", "points.csv", "--out", "run", *TINY]) == 0
+    recorded = json.loads((tmp_path / "fit" / "run" / "data.json").read_text())["data"]
+    assert recorded == str(tmp_path / "fit" / "points.csv")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert _run(["diffusion", "evaluate", "--model", "fit/run"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_test"] == 10  # the fit's own held-out fifth
+    (tmp_path / "fit" / "points.csv").unlink()
+    assert _run(["diffusion", "evaluate", "--model", "fit/run"]) == 2
+    assert "no longer exists; pass --data" in capsys.readouterr().err
+
+
 def test_fit_on_digits_writes_an_image_grid(tmp_path):
     out = tmp_path / "digits"
     argv = ["diffusion", "fit", "--data", "digits", "--out", str(out), "--timesteps", "4", "--num-steps", "2"]

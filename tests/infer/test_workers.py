@@ -40,6 +40,38 @@ def test_jobs_return_in_order_and_report_all_progress():
     assert sum(seen) == 4 * 3  # every unit of every job arrives, whether sent by a worker or not
 
 
+def _with_status(value: int, report) -> int:
+    report(1, {"value": value})
+    return value
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "in-process"])
+def test_each_jobs_latest_status_reaches_the_merge(fork, monkeypatch):
+    from functools import partial
+
+    if fork and not can_fork():
+        pytest.skip("fork does not exist on this platform")
+    monkeypatch.setattr(_workers, "can_fork", lambda: fork)
+    heard: list[tuple] = []
+    results = run_jobs(
+        [partial(_with_status, k) for k in range(3)],
+        report=lambda n, status=None: heard.append((n, status)),
+        merge=lambda statuses: {"values": sorted(s["value"] for s in statuses if s is not None)},
+    )
+    assert results == [0, 1, 2]
+    assert sum(n for n, _ in heard) == 3
+    assert heard[-1][1] == {"values": [0, 1, 2]}  # the last report knows every job's status
+
+
+def test_the_nuts_bar_text_gives_phase_step_size_and_divergences():
+    from probgen.infer.nuts import describe_status, merge_status
+
+    groups = [{"warmup": False, "step_size": 0.1, "divergences": 2}, {"warmup": True, "step_size": 0.3, "divergences": 1}]
+    assert describe_status(merge_status(groups)) == "warm-up, step 0.2, 3 divergent"
+    assert describe_status(merge_status(groups[:1])) == "sampling, step 0.1, 2 divergent"
+    assert merge_status([groups[0], None])["warmup"]  # a group not heard from yet counts as warming up
+
+
 @needs_fork
 def test_a_workers_exception_is_raised_here_with_its_traceback():
     with pytest.raises(ValueError, match="bad input in a worker") as info:
