@@ -24,3 +24,22 @@ def labelled(ax: Axes) -> bool:
 
 def legend(ax: Axes) -> list[str]:
     return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def overlapping_titles(drawn) -> list[str]:
+    """Titles whose drawn box meets a tick label or axis label of another panel of the same figure."""
+    figure = figure_of(drawn)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    clashes = []
+    for ax in figure.axes:
+        if not ax.get_visible() or not ax.get_title():
+            continue
+        box = ax.title.get_window_extent(renderer)
+        for other in figure.axes:
+            if other is ax or not other.get_visible():
+                continue
+            texts = [other.xaxis.label, other.yaxis.label, *other.get_xticklabels(), *other.get_yticklabels()]
+            if any(t.get_text() and t.get_visible() and box.overlaps(t.get_window_extent(renderer)) for t in texts):
+                clashes.append(ax.get_title())
+    return clashes

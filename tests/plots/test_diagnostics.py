@@ -7,7 +7,7 @@ import pytest
 
 from probgen import plots
 from probgen.infer.arviz import to_arviz
-from tests.plots._checks import labelled, saved
+from tests.plots._checks import labelled, overlapping_titles, saved
 
 
 @pytest.mark.parametrize("name", ["plot_trace", "plot_rank", "plot_posterior"])
@@ -18,6 +18,7 @@ def test_arviz_plots_show_a_readable_selection(nuts, name, tmp_path):
     if name != "plot_trace":  # one panel per selected scalar: first two units of every dim
         assert len(visible) == 2 + 2 + 2 + 1 + 1  # 0.weight, 0.bias, 2.weight, 2.bias, noise_scale
     saved(axes, tmp_path / f"{name}.png")
+    assert overlapping_titles(axes) == []  # ArviZ packs the rows: each title would sit on the ticks above
 
 
 def test_arviz_plots_take_coords(svi):
