@@ -11,10 +11,15 @@ from probgen import datasets, metrics  # noqa: E402
 from probgen.infer.diffusion import (  # noqa: E402
     DiffusionTrainState,
     evaluate_bound,
+    filter_by_uncertainty,
     fit_diffusion,
+    fit_ensemble,
+    mutual_information,
+    predictive_uncertainty,
     sample_ancestral,
     sample_conditional,
     sample_ddim,
+    sample_uncertainty,
 )
 from probgen.infer.mcmc import fit_nuts  # noqa: E402
 from probgen.infer.predictive import Prediction  # noqa: E402
@@ -75,6 +80,11 @@ __all__ = [
     "sample_ancestral",
     "sample_ddim",
     "sample_conditional",
+    "fit_ensemble",
+    "sample_uncertainty",
+    "predictive_uncertainty",
+    "mutual_information",
+    "filter_by_uncertainty",
     "datasets",
     "metrics",
 ]

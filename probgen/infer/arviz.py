@@ -25,7 +25,9 @@ A diffusion run converts in the last section, :func:`diffusion_to_arviz` (what t
 ``to_arviz()`` call): its samples as ``posterior_predictive``, its bound per data point and per term
 as the ``log_likelihood``-like groups ``bound`` and ``bound_terms`` (named for what they are, and
 saying so in their attributes), the scored data as ``observed_data``, the training ``losses``, and the
-configuration as attributes.
+configuration as attributes. A Bayesian denoiser adds its weight posterior (one chain of draws) as
+``posterior``, its bound under each weight draw as the draws of ``bound``, and its samples'
+uncertainty as the group ``uncertainty``; a deep ensemble's members are the draws.
 """
 
 from __future__ import annotations
@@ -40,15 +42,21 @@ import numpy as np
 from torch import Tensor
 
 from probgen._compat import import_arviz
+from probgen._validate import check_positive_int
 from probgen._types import SAMPLE_DIMS
 from probgen.infer._dispatch import as_inference_model
 from probgen.infer._model import ModelData
 from probgen.infer.results import (
+    BayesianBoundResult,
     BoundResult,
     DiffusionFitResult,
     DiffusionSamples,
+    EnsembleFit,
     MCMCResult,
+    MutualInformation,
     PosteriorResult,
+    PredictiveUncertainty,
+    SampleUncertainty,
     SVIResult,
 )
 
@@ -204,10 +212,12 @@ def to_arviz(
     """
     if isinstance(result, DiffusionSamples):
         return diffusion_to_arviz(samples=result)
-    if isinstance(result, BoundResult):
+    if isinstance(result, (BoundResult, BayesianBoundResult)):
         return diffusion_to_arviz(bound=result)
-    if isinstance(result, DiffusionFitResult):
+    if isinstance(result, (DiffusionFitResult, EnsembleFit)):
         return diffusion_to_arviz(fit=result)
+    if isinstance(result, _UNCERTAINTY):
+        return diffusion_to_arviz(uncertainty=result)
     if not isinstance(result, PosteriorResult):
         raise TypeError(
             "result must be a probgen result (from fit_nuts, fit_svi, fit_diffusion, evaluate_bound or a "
@@ -252,7 +262,9 @@ def as_inference_data(source: Any, *, predictive: bool = True) -> Any:
     az = import_arviz()
     if isinstance(source, PosteriorResult):
         return to_arviz(source, predictive=predictive)
-    if isinstance(source, (DiffusionFitResult, BoundResult, DiffusionSamples)):
+    if isinstance(source, (DiffusionFitResult, BoundResult, DiffusionSamples, BayesianBoundResult, EnsembleFit)):
+        return source.to_arviz()
+    if isinstance(source, _UNCERTAINTY):
         return source.to_arviz()
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
@@ -386,6 +398,9 @@ def _as_tensor_like(values: np.ndarray, like: Tensor | None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- diffusion
+#: The read-outs under weight uncertainty, which convert through ``diffusion_to_arviz(uncertainty=...)``.
+_UNCERTAINTY = (SampleUncertainty, PredictiveUncertainty, MutualInformation)
+
 #: What the ``bound`` groups hold, stated in their attributes: a bound, not a log-likelihood.
 BOUND_QUANTITY = (
     "negative ELBO in nats per data point: an upper bound on -log p(x_0) (on the discrete NLL with a "
@@ -473,20 +488,157 @@ def _bound_groups(bound: BoundResult) -> tuple[dict[str, Any], dict[str, Any]]:
     return groups, {f"bound_{key}": value for key, value in summary.items()}
 
 
-def _fit_groups(fit: DiffusionFitResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``losses`` (the training objective per optimisation step) and the run's options as attrs."""
+def _bayesian_bound_groups(bound: BayesianBoundResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``bound`` with one draw per weight draw, ``(1, S, obs_id)``; ``bound_terms`` per draw, ``(1, S, term)``;
+    ``observed_data``; the summary as attrs."""
+    summary = {
+        "nats": bound.nats,
+        "nats_se": bound.nats_se,
+        "bits_per_dim": bound.bits_per_dim,
+        "bits_per_dim_se": bound.bits_per_dim_se,
+        "num_dims": bound.num_dims,
+        "num_posterior_draws": bound.num_posterior_draws,
+        "draws": bound.source,
+        "weight_kl": bound.weight_kl,
+        "seed": int(bound.seed),
+        "wall_time": float(bound.wall_time),
+    }
+    attrs = _plain(
+        {"quantity": BOUND_QUANTITY + "; one draw per weight draw (a posterior draw or an ensemble member)", **summary}
+    )
+    terms_attrs = {"quantity": "the mean over data points of each term L_0, ..., L_T of the bound under each weight draw"}
+    event = _event_dims(bound.data.dim() - 1)
+    groups = {
+        "bound": _dataset({"x_0": bound.per_example[None]}, {"x_0": ["obs_id"]}, None, attrs, draws=True),
+        "bound_terms": _dataset(
+            {"x_0": bound.per_draw_terms[None]},
+            {"x_0": ["term"]},
+            {"term": np.arange(bound.per_draw_terms.shape[1])},
+            terms_attrs,
+            draws=True,
+        ),
+        "observed_data": _dataset({"x_0": bound.data}, {"x_0": ["obs_id", *event]}, None, None, draws=False),
+    }
+    return groups, _plain({f"bound_{key}": value for key, value in summary.items()})
+
+
+def _weight_dims(values: Mapping[str, Tensor]) -> dict[str, list[str]]:
+    """Dims of weight draws ``(1, S, *shape)``: ``"<path>_dim_<i>"`` for each dimension of the parameter."""
+    return {name: [f"{name}_dim_{i}" for i in range(value.dim() - 2)] for name, value in values.items()}
+
+
+def _fit_groups(
+    fit: DiffusionFitResult | EnsembleFit, num_posterior_draws: int, seed: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``losses`` (the training objective per optimisation step; per member for an ensemble), the weight
+    posterior (a Bayesian chain's draws, an ensemble's members) as ``posterior``, and the options as attrs."""
+    if isinstance(fit, EnsembleFit):
+        first = fit.members[0]
+        last = int(first.state.step)
+        steps = np.arange(last - first.losses.shape[0] + 1, last + 1)
+        losses = _dataset({"loss": fit.losses}, {"loss": ["member", "step"]}, {"step": steps}, None, draws=False)
+        stacked = {name: value[None] for name, value in fit.stacked_parameters().items()}
+        posterior = _dataset(stacked, _weight_dims(stacked), None, {"draws": "ensemble members"}, draws=True)
+        config = {
+            **first.state.config,
+            "seed": int(fit.seed),
+            "member_seeds": [int(s) for s in fit.seeds],
+            "num_members": fit.num_members,
+            "num_steps": last,
+            "wall_time": float(fit.wall_time),
+        }
+        return {"losses": losses, "posterior": posterior}, config
     last = int(fit.state.step)
     steps = np.arange(last - fit.losses.shape[0] + 1, last + 1)
     config = {**fit.state.config, "num_steps": last, "wall_time": float(fit.wall_time)}
     groups = {"losses": _dataset({"loss": fit.losses}, {"loss": ["step"]}, {"step": steps}, None, draws=False)}
+    if fit.weight_posterior is not None:
+        import torch
+
+        posterior_seed = fit.seed if seed is None else seed
+        generator = torch.Generator().manual_seed(posterior_seed)
+        sampled = fit.weight_posterior.sample(num_posterior_draws, generator)
+        draws = {name: value[None] for name, value in sampled.items()}
+        attrs = {"draws": "the weight posterior q(w), a mean-field Normal", "posterior_seed": posterior_seed}
+        groups["posterior"] = _dataset(draws, _weight_dims(draws), None, attrs, draws=True)
     return groups, config
+
+
+def _uncertainty_groups(
+    result: SampleUncertainty | PredictiveUncertainty | MutualInformation,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The read-out's samples as ``posterior_predictive`` (weight draws as the draws) and its variances or
+    scores as the group ``uncertainty`` (no sample dims); its condition as ``constant_data``."""
+    event = _event_dims(len(result.chain_config["event_shape"]))
+    rows = ["sample_id", *event]
+    common = {"draws": result.source, "seed": int(result.seed), "wall_time": float(result.wall_time)}
+    if isinstance(result, SampleUncertainty):
+        predictive = {"x_0": result.ddim_samples[None], "x_0_ancestral": result.ancestral_samples[None]}
+        predictive_dims = {"x_0": rows, "x_0_ancestral": ["run", *rows]}
+        spread = {
+            "epistemic_var": result.epistemic_var,
+            "aleatoric_var": result.aleatoric_var,
+            "total_var": result.total_var,
+            "x_T": result.x_T,
+        }
+        spread_dims = {name: rows for name in spread}
+        attrs = {
+            "readout": "sample_uncertainty",
+            "epistemic_var": "variance over weight draws of deterministic DDIM from a shared x_T (ddof=1)",
+            "aleatoric_var": "mean over weight draws of the variance of ancestral runs from the same x_T (ddof=1)",
+            "total_var": "epistemic_var + aleatoric_var",
+            **common,
+        }
+    elif isinstance(result, PredictiveUncertainty):
+        rows = ["obs_id", *event]
+        predictive = {"x_0": result.samples[None]}
+        predictive_dims = {"x_0": ["sample", *rows]}
+        spread = {
+            "mean": result.mean,
+            "epistemic_var": result.epistemic_var,
+            "aleatoric_var": result.aleatoric_var,
+            "total_var": result.total_var,
+        }
+        spread_dims = {name: rows for name in spread}
+        attrs = {
+            "readout": "predictive_uncertainty",
+            "aleatoric_var": "mean over weight draws of the variance over samples (ddof=1)",
+            "epistemic_var": "variance over weight draws of the mean over samples (ddof=1)",
+            "total_var": "variance over all samples of all weight draws (ddof=1)",
+            **common,
+        }
+    else:
+        predictive = {"x_0": result.samples[None, None]}
+        predictive_dims = {"x_0": rows}
+        spread = {"mutual_information": result.score, "mutual_information_per_step": result.per_step}
+        spread_dims = {"mutual_information": ["sample_id"], "mutual_information_per_step": ["step", "sample_id"]}
+        attrs = {
+            "readout": "mutual_information",
+            "mutual_information": "mean over the steps of 0.5 sum_d log(1 + Var_s mu_sd / sigma_t^2), in nats",
+            "num_posterior_draws": result.num_posterior_draws,
+            **common,
+        }
+    coords = {"step": _numpy(result.steps)} if isinstance(result, MutualInformation) else None
+    groups = {
+        "posterior_predictive": _dataset(predictive, predictive_dims, None, _plain(common), draws=True),
+        "uncertainty": _dataset(spread, spread_dims, coords, _plain(attrs), draws=False),
+    }
+    if result.condition is not None:
+        cond = result.condition
+        cond_rows = "obs_id" if isinstance(result, PredictiveUncertainty) else "sample_id"
+        dims = {"condition": [cond_rows] + [f"condition_dim_{i}" for i in range(cond.dim() - 1)]}
+        groups["constant_data"] = _dataset({"condition": cond}, dims, None, None, draws=False)
+    return groups, {"readout": attrs["readout"], "readout_seed": int(result.seed)}
 
 
 def diffusion_to_arviz(
     *,
-    fit: DiffusionFitResult | None = None,
-    bound: BoundResult | None = None,
+    fit: DiffusionFitResult | EnsembleFit | None = None,
+    bound: BoundResult | BayesianBoundResult | None = None,
     samples: DiffusionSamples | None = None,
+    uncertainty: SampleUncertainty | PredictiveUncertainty | MutualInformation | None = None,
+    num_posterior_draws: int = 100,
+    seed: int | None = None,
 ) -> Any:
     """A diffusion run as one ``arviz.InferenceData``: any of its fit, bound evaluation and samples.
 
@@ -503,6 +655,27 @@ def diffusion_to_arviz(
     ``bound_terms``             ``x_0``, every term ``L_k`` of every data point, ``(1, 1, obs_id, term)``
     ``observed_data``           ``x_0``, the data the bound scored
     ``losses``                  ``fit``: ``loss``, the training objective at every optimisation ``step``
+                                (``(member, step)`` for an ensemble)
+    ==========================  ====================================================================
+
+    Under weight uncertainty (a Bayesian chain's fit, an :class:`~probgen.infer.results.EnsembleFit`
+    and their read-outs) the groups are:
+
+    ==========================  ====================================================================
+    ``posterior``               the weight posterior as one chain of draws, ``(1, S, *shape)`` per
+                                Bayesian parameter (``num_posterior_draws`` draws of ``q(w)``, seeded
+                                by ``seed`` or the fit's seed); an ensemble's members, every parameter
+    ``bound``                   a :class:`~probgen.infer.results.BayesianBoundResult`: ``x_0``, the bound
+                                of each data point under each weight draw, ``(1, S, obs_id)``
+    ``bound_terms``             ``x_0``, the mean of each term under each weight draw, ``(1, S, term)``
+    ``posterior_predictive``    ``uncertainty``'s samples: DDIM's ``x_0`` ``(1, S, sample_id, *event)``
+                                and ``x_0_ancestral`` ``(1, S, run, sample_id, *event)``; a predictive
+                                read-out's ``x_0`` ``(1, S, sample, obs_id, *event)``; a mutual
+                                information read-out's ``x_0`` ``(1, 1, sample_id, *event)``
+    ``uncertainty``             the read-out's variances (``epistemic_var``, ``aleatoric_var``,
+                                ``total_var``, ...) or scores (``mutual_information``), with the
+                                definitions in the group's attributes
+    ``constant_data``           the read-out's ``condition``
     ==========================  ====================================================================
 
     Attributes record the configuration: ``inference_library``, ``inference_library_version``,
@@ -517,6 +690,11 @@ def diffusion_to_arviz(
     :param fit: from :func:`~probgen.infer.diffusion.fit_diffusion`.
     :param bound: from :func:`~probgen.infer.diffusion.evaluate_bound`.
     :param samples: from a sampler of :mod:`probgen.infer.diffusion`.
+    :param uncertainty: from :func:`~probgen.infer.diffusion.sample_uncertainty`,
+        :func:`~probgen.infer.diffusion.predictive_uncertainty` or
+        :func:`~probgen.infer.diffusion.mutual_information`.
+    :param int num_posterior_draws: draws of a Bayesian fit's weight posterior for ``posterior``.
+    :param seed: seeds those draws; the fit's seed if ``None``.
     :returns: an ``arviz.InferenceData``; ``to_netcdf`` saves it and ``az.from_netcdf`` reads it back.
     :raises ValueError: if nothing is given.
     :raises TypeError: for a source of the wrong type.
@@ -532,14 +710,23 @@ def diffusion_to_arviz(
     >>> idata.attrs["schedule"], int(idata.attrs["num_timesteps"])
     ('linear', 5)
     """
-    parts = [
-        (fit, DiffusionFitResult, _fit_groups),
-        (bound, BoundResult, _bound_groups),
+    num_posterior_draws = check_positive_int("num_posterior_draws", num_posterior_draws)
+
+    def fit_groups(source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return _fit_groups(source, num_posterior_draws, seed)
+
+    def bound_groups(source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return _bayesian_bound_groups(source) if isinstance(source, BayesianBoundResult) else _bound_groups(source)
+
+    parts: list[tuple[Any, Any, Any]] = [
+        (fit, (DiffusionFitResult, EnsembleFit), fit_groups),
+        (bound, (BoundResult, BayesianBoundResult), bound_groups),
         (samples, DiffusionSamples, _samples_groups),
+        (uncertainty, _UNCERTAINTY, _uncertainty_groups),
     ]
     given = [(source, kind, build) for source, kind, build in parts if source is not None]
     if not given:
-        raise ValueError("diffusion_to_arviz needs a fit, a bound or samples.")
+        raise ValueError("diffusion_to_arviz needs a fit, a bound or samples (or an uncertainty read-out).")
     az = import_arviz()
     groups: dict[str, Any] = {}
     attrs: dict[str, Any] = {
@@ -549,10 +736,15 @@ def diffusion_to_arviz(
     }
     for source, kind, build in given:
         if not isinstance(source, kind):
-            raise TypeError(f"expected a {kind.__name__}, got {type(source).__name__}.")
-        built, part_attrs = build(source)  # type: ignore[operator]
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise TypeError(f"expected a {names}, got {type(source).__name__}.")
+        built, part_attrs = build(source)
+        if "posterior_predictive" in built and "posterior_predictive" in groups:
+            raise ValueError("samples and uncertainty both fill posterior_predictive; convert them separately.")
+        if "constant_data" in built and "constant_data" in groups:
+            raise ValueError("samples and uncertainty both fill constant_data; convert them separately.")
         groups.update(built)
         attrs.update(part_attrs)
-    first = next(source for source in (fit, bound, samples) if source is not None)
+    first = next(source for source in (fit, bound, samples, uncertainty) if source is not None)
     chain_config = first.chain_config  # the fit's chain, else the scored or sampled one
     return az.InferenceData(attrs=_plain({**attrs, **chain_config}), **groups)

@@ -11,7 +11,14 @@
   per dimension with standard errors and the per-``t`` breakdown;
 * ``sample.py``: :func:`sample_ancestral` runs the Pyro model, :func:`sample_ddim` the DDIM update with
   ``eta`` and fewer steps, :func:`sample_conditional` conditions the model on known coordinates; all
-  return draws shaped ``(chain, draw, *event_shape)``.
+  return draws shaped ``(chain, draw, *event_shape)``;
+* ``ensemble.py``: :func:`fit_ensemble`, a deep ensemble of independently initialised and trained chains;
+* ``uncertainty.py``: read-outs under weight uncertainty, for a Bayesian denoiser (a chain built with
+  ``prior=``, trained by :func:`fit_diffusion` on the ELBO that includes ``KL(q(w) || p(w))``) or an
+  ensemble: :func:`sample_uncertainty` (epistemic and aleatoric variance of generated samples),
+  :func:`predictive_uncertainty` (the law of total variance at given conditions),
+  :func:`mutual_information` (DECU's per-step score) and :func:`filter_by_uncertainty`; the bound under
+  weight uncertainty is :func:`evaluate_bound` with ``num_posterior_draws=``.
 
 A chain whose net is conditional (``MLPDenoiser(..., num_classes=K)`` or ``cond_dim=k``) models
 ``p(x_0 | c)``, and every function here takes ``condition=``: class labels ``(N,)`` or covariates
@@ -34,40 +41,76 @@ References:
 [4] D. P. Kingma, T. Salimans, B. Poole, J. Ho (2021), "Variational Diffusion Models", NeurIPS.
 """
 
+from probgen.infer.diffusion.ensemble import fit_ensemble, member_seeds
 from probgen.infer.diffusion.evaluate import evaluate_bound
 from probgen.infer.diffusion.objective import (
     OBJECTIVES,
     TIMESTEP_SAMPLINGS,
+    BayesianLossEstimate,
     BoundEstimate,
     Objective,
     TimestepSampler,
     TimestepSampling,
     eps_mse,
+    estimate_bayesian_loss,
     estimate_bound,
 )
 from probgen.infer.diffusion.sample import ddim_step, sample_ancestral, sample_conditional, sample_ddim
 from probgen.infer.diffusion.train import fit_diffusion
-from probgen.infer.results import SAMPLERS, BoundResult, DiffusionFitResult, DiffusionSamples, DiffusionTrainState, Sampler
+from probgen.infer.diffusion.uncertainty import (
+    FilteredSamples,
+    filter_by_uncertainty,
+    mutual_information,
+    predictive_uncertainty,
+    sample_uncertainty,
+)
+from probgen.infer.results import (
+    SAMPLERS,
+    BayesianBoundResult,
+    BoundResult,
+    DiffusionFitResult,
+    DiffusionSamples,
+    DiffusionTrainState,
+    EnsembleFit,
+    MutualInformation,
+    PredictiveUncertainty,
+    Sampler,
+    SampleUncertainty,
+)
 
 __all__ = [
     "OBJECTIVES",
     "SAMPLERS",
     "TIMESTEP_SAMPLINGS",
+    "BayesianBoundResult",
+    "BayesianLossEstimate",
     "BoundEstimate",
     "BoundResult",
     "DiffusionFitResult",
     "DiffusionSamples",
     "DiffusionTrainState",
+    "EnsembleFit",
+    "FilteredSamples",
+    "MutualInformation",
     "Objective",
+    "PredictiveUncertainty",
+    "SampleUncertainty",
     "Sampler",
     "TimestepSampler",
     "TimestepSampling",
     "ddim_step",
     "eps_mse",
+    "estimate_bayesian_loss",
     "estimate_bound",
     "evaluate_bound",
+    "filter_by_uncertainty",
     "fit_diffusion",
+    "fit_ensemble",
+    "member_seeds",
+    "mutual_information",
+    "predictive_uncertainty",
     "sample_ancestral",
     "sample_conditional",
     "sample_ddim",
+    "sample_uncertainty",
 ]

@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, get_args
 
 import torch
@@ -28,11 +29,13 @@ from probgen.models.diffusion.chain import DiffusionChain
 __all__ = [
     "OBJECTIVES",
     "TIMESTEP_SAMPLINGS",
+    "BayesianLossEstimate",
     "BoundEstimate",
     "Objective",
     "TimestepSampler",
     "TimestepSampling",
     "eps_mse",
+    "estimate_bayesian_loss",
     "estimate_bound",
 ]
 
@@ -146,6 +149,7 @@ def estimate_bound(
     timestep_probs: Tensor | None = None,
     generator: torch.Generator | None = None,
     condition: Tensor | None = None,
+    weights: Mapping[str, Tensor] | None = None,
 ) -> BoundEstimate:
     """An unbiased one-step estimate of the negative ELBO of each data point ([1] eq. 5, [2] eq. 10-11).
 
@@ -159,6 +163,9 @@ def estimate_bound(
     :param generator: the torch generator for ``t`` and the noise; torch's global one if ``None``.
     :param condition: for a conditional chain, the condition of each row of ``x0`` (class labels
         ``(N,)`` or covariates ``(N, cond_dim)``); the estimate is then of ``-ELBO(x_0 | c)``.
+    :param weights: one draw of a Bayesian chain's weights (see
+        :meth:`~probgen.models.diffusion.DiffusionChain.p_mean_variance`); the estimate is then of the
+        bound given ``w``, ``-ELBO(x_0 | w)``. ``None`` uses the net as it is.
     :returns: a :class:`BoundEstimate`.
 
     Example::
@@ -177,11 +184,86 @@ def estimate_bound(
         else timestep_probs
     )
     t = torch.multinomial(probs, x0.shape[0], replacement=True, generator=generator) + 1
-    weights = (1.0 / probs[t - 1]).to(x0.dtype)
+    step_weights = (1.0 / probs[t - 1]).to(x0.dtype)
     noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
-    terms = chain.vlb_term(x0, t, noise, condition=condition)
+    terms = chain.vlb_term(x0, t, noise, condition=condition, weights=weights)
     # L_T exactly plus the importance-weighted term: E_t[L_{t-1} / p(t)] = sum_t L_{t-1}
-    return BoundEstimate(loss=chain.prior_kl(x0) + weights * terms, t=t, terms=terms)
+    return BoundEstimate(loss=chain.prior_kl(x0) + step_weights * terms, t=t, terms=terms)
+
+
+class BayesianLossEstimate(NamedTuple):
+    """One draw of the minibatch estimator of a Bayesian chain's negative ELBO, per data point.
+
+    :ivar Tensor loss: ``mean_b loss_b(w) + KL(q(w) || p(w)) / N``, a scalar in nats per data point;
+        its expectation over the minibatch, the weight draw, the steps and the noise is ``-ELBO / N``.
+    :ivar BoundEstimate bound: the per-row estimate given the draw ``w`` (:func:`estimate_bound`).
+    :ivar Tensor kl: ``KL(q(w) || p(w))`` in nats, for the whole data set (closed form for Normal priors).
+    :ivar dict weights: the draw ``w``, by parameter path (differentiable in ``q``'s parameters).
+    """
+
+    loss: Tensor
+    bound: BoundEstimate
+    kl: Tensor
+    weights: dict[str, Tensor]
+
+
+def estimate_bayesian_loss(
+    chain: DiffusionChain,
+    x0: Tensor,
+    *,
+    num_data: int,
+    timestep_probs: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    condition: Tensor | None = None,
+) -> BayesianLossEstimate:
+    """An unbiased minibatch estimate of a Bayesian chain's negative ELBO, in nats per data point.
+
+    The ELBO of the Bayesian model on ``N`` data points is
+    ``sum_i E_q(w)[ELBO(x_0^i | w)] - KL(q(w) || p(w))`` ([1] eq. 1-2). For a minibatch of ``B`` rows
+    drawn uniformly from the ``N`` (with or without replacement) and one reparameterised draw
+    ``w ~ q(w)`` shared by the minibatch, ``(N / B) sum_b loss_b(w) + KL`` estimates ``-ELBO`` without
+    bias, where ``loss_b(w)`` is :func:`estimate_bound`'s one-step estimate given ``w``; divided by ``N``
+    it is :attr:`BayesianLossEstimate.loss`. The KL is in closed form for Normal priors, as in
+    :class:`pyro.infer.TraceMeanField_ELBO` on ``chain.model`` and ``chain.guide`` with
+    ``subsample_size=B``, whose loss this estimator matches in expectation (tested). The weights are
+    drawn first, then the steps and the noise, all from ``generator``.
+
+    :param DiffusionChain chain: a Bayesian chain (built with ``prior=``).
+    :param Tensor x0: the minibatch ``(B, *event_shape)``.
+    :param int num_data: the number ``N`` of data points the minibatch is drawn from.
+    :param timestep_probs: ``p(t)`` for ``t = 1..T``; uniform if ``None``.
+    :param generator: the torch generator; torch's global one if ``None``.
+    :param condition: the condition of each row of ``x0``, for a conditional chain.
+    :returns: a :class:`BayesianLossEstimate`.
+    :raises ValueError: for a chain without a prior, or a bad ``num_data``.
+
+    References: [1] C. Blundell et al. (2015), "Weight Uncertainty in Neural Networks", ICML, eq. 8-9.
+
+    Example::
+
+        >>> from probgen.models.diffusion import DiffusionChain, MLPDenoiser, get_schedule
+        >>> from probgen.priors import GaussianPrior
+        >>> chain = DiffusionChain(MLPDenoiser(2, hidden_dim=8), get_schedule("linear", 20), event_shape=(2,),
+        ...                        prior=GaussianPrior(1.0, fan_in=True))
+        >>> estimate = estimate_bayesian_loss(chain, torch.randn(6, 2), num_data=100)
+        >>> estimate.loss.shape, estimate.bound.loss.shape
+        (torch.Size([]), torch.Size([6]))
+    """
+    chain = check_chain(chain)
+    posterior = chain.weight_posterior
+    if posterior is None:
+        raise ValueError(
+            "estimate_bayesian_loss needs a Bayesian chain (DiffusionChain(..., prior=GaussianPrior(...))); "
+            "for a point chain use estimate_bound."
+        )
+    num_data = check_positive_int("num_data", num_data)
+    weights = posterior.rsample(generator)
+    bound = estimate_bound(
+        chain, x0, timestep_probs=timestep_probs, generator=generator, condition=condition, weights=weights
+    )
+    kl = posterior.kl(chain.weight_priors(), weights)
+    # (N / B) sum_b loss_b(w) + KL, per data point: mean_b loss_b(w) + KL / N
+    return BayesianLossEstimate(loss=bound.loss.mean() + kl / num_data, bound=bound, kl=kl, weights=weights)
 
 
 def eps_mse(

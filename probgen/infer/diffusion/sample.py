@@ -12,6 +12,10 @@ A conditional chain needs ``condition=``, and the convention is one condition pe
 conditions every draw on the same value. For :func:`sample_conditional` the condition belongs to the
 observations: ``N`` rows (or one), one for each row of ``x_observed``.
 
+A Bayesian chain (built with ``prior=``) is refused with a ValueError: its samples depend on a weight
+draw. Sample one draw's chain (``chain.with_weights(...)``), the posterior-mean chain, or use the
+read-outs of :mod:`probgen.infer.diffusion.uncertainty`, which sample under many draws at once.
+
 References:
 
 [1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import pyro.poutine as poutine
@@ -29,12 +34,26 @@ import torch
 from torch import Tensor
 
 from probgen._validate import check_positive_int, check_probability, check_seed
-from probgen.infer.diffusion._util import check_chain, check_condition, check_data, repeat_rows
+from probgen.infer.diffusion._util import check_condition, check_data, repeat_rows
+from probgen.infer.diffusion._util import check_chain as _check_any_chain
 from probgen.infer.results import DiffusionSamples, Sampler
 from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.inpaint import InpaintMessenger
 
 __all__ = ["ddim_step", "sample_ancestral", "sample_conditional", "sample_ddim"]
+
+
+def check_chain(chain: Any) -> DiffusionChain:
+    """``chain`` if it is a point-estimate :class:`DiffusionChain`; a Bayesian one is refused with the remedy."""
+    chain = _check_any_chain(chain)
+    if chain.weight_posterior is not None:
+        raise ValueError(
+            "this chain is Bayesian (prior=), so its samples depend on a weight draw: sample one draw with "
+            "chain.with_weights({k: v[0] for k, v in chain.weight_posterior.sample(1).items()}), the posterior mean "
+            "with chain.with_weights(chain.weight_posterior.mean()), or under weight uncertainty with "
+            "sample_uncertainty, predictive_uncertainty or mutual_information."
+        )
+    return chain
 
 
 def _draws(rows: Tensor, lead: tuple[int, ...]) -> Tensor:
@@ -215,6 +234,7 @@ def ddim_step(
     eta: float,
     noise: Tensor | None = None,
     condition: Tensor | None = None,
+    weights: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """One DDIM update from step ``t`` to an earlier step ``t_prev >= 1`` ([2] eq. 12 and 16).
 
@@ -222,9 +242,10 @@ def ddim_step(
     ``sigma^2 = eta^2 (1 - alpha_bar_prev) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_prev)``. With
     ``eta = 1`` and ``t_prev = t - 1``, ``sigma^2 = beta~_t`` and the step is the ancestral step of a
     ``"fixed_small"`` chain. A conditional chain takes ``condition``, one row per row of ``x_t`` (see
-    :meth:`~probgen.models.diffusion.DiffusionChain.p_mean_variance`).
+    :meth:`~probgen.models.diffusion.DiffusionChain.p_mean_variance`), and ``weights`` puts parameter
+    values (one draw, or ``S`` stacked draws with ``x_t`` of shape ``(S, ...)``) into the net.
     """
-    out = chain.p_mean_variance(x_t, t, condition=condition)
+    out = chain.p_mean_variance(x_t, t, condition=condition, weights=weights)
     ab_t = float(chain.schedule.alphas_cumprod[t - 1])
     ab_prev = float(chain.schedule.alphas_cumprod[t_prev - 1])
     # [2] eq. 16: sigma_t(eta)

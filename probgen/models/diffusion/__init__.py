@@ -13,6 +13,8 @@ and sampling live in :mod:`probgen.infer.diffusion`.
 * ``networks.py``: time-conditioned denoisers for vectors and small images, optionally also conditioned
   on class labels (``num_classes=``) or covariates (``cond_dim=``), which makes the chain model
   ``p(x_0 | c)``;
+* ``weights.py``: :class:`MeanFieldWeights`, the weight posterior of a Bayesian denoiser (a chain built
+  with ``prior=``), and :func:`call_with_weights`, the net run with given (or ``S`` stacked) weights;
 * ``io.py``: :func:`save_chain`, :func:`load_chain` and the versioned file format.
 """
 
@@ -28,6 +30,7 @@ from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecode
 from probgen.models.diffusion.inpaint import InpaintMessenger
 from probgen.models.diffusion.io import load_chain, save_chain
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser, SinusoidalEmbedding
+from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, MeanFieldWeights, call_with_weights
 from probgen.models.diffusion.schedules import (
     SCHEDULE_NAMES,
     Schedule,
@@ -43,6 +46,7 @@ __all__ = [
     "PREDICTIONS",
     "SCHEDULE_NAMES",
     "VARIANCES",
+    "WEIGHT_INIT_SCALE",
     "ConvDenoiser",
     "Decoder",
     "DiffusionChain",
@@ -51,12 +55,14 @@ __all__ = [
     "GaussianDecoder",
     "InpaintMessenger",
     "MLPDenoiser",
+    "MeanFieldWeights",
     "PMeanVariance",
     "Prediction",
     "Schedule",
     "ScheduleName",
     "SinusoidalEmbedding",
     "Variance",
+    "call_with_weights",
     "cosine_schedule",
     "get_schedule",
     "linear_schedule",

@@ -29,18 +29,36 @@ reverse step, ``p_theta(x_{t-1} | x_t, c)``. The guide ``q`` does not depend on 
 the DDPM bound on ``-log p_theta(x_0 | c)``. This gives class-conditional generation and, with
 covariates ``x`` and data ``y``, "diffusion regression" ``p(y | x)``.
 
+A chain built with ``prior=`` (a :class:`~probgen.priors.Prior` such as
+:class:`~probgen.priors.GaussianPrior`) has a *Bayesian denoiser*: the net's parameters that the prior
+selects are latent variables ``w``, and the rest stay point estimates (``GaussianPrior(deterministic=...)``
+keeps module paths out, so "last layer only" and "all weights" are one argument). The model is then
+
+    p(w) prod_{i=1}^N p(x_T^i) prod_t p_w(x_{t-1}^i | x_t^i) p_w(x_0^i | x_1^i),
+
+one sample site per Bayesian parameter, named by its path in the net (``"blocks.0.1.weight"``) and
+drawn *once*, outside the plate ``"data"`` that holds every data point's reverse chain; the guide is
+``q(w)``, a mean-field Normal (:class:`~probgen.models.diffusion.weights.MeanFieldWeights`, the chain's
+:attr:`~DiffusionChain.weight_posterior`), times the noising process in posterior order in the same
+plate. :class:`pyro.infer.TraceMeanField_ELBO` on the pair is the ELBO on ``log p(x_0^{1:N})`` with
+``KL(q(w) || p(w))`` counted once; with ``subsample_size=B`` the plate scales each data term by
+``N / B``, so a minibatch estimate needs no hand-written factor ([4]).
+
 References:
 
 [1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
 [2] J. Sohl-Dickstein, E. Weiss, N. Maheswaranathan, S. Ganguli (2015), "Deep Unsupervised Learning
     using Nonequilibrium Thermodynamics", ICML.
 [3] A. Nichol, P. Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", ICML.
+[4] C. Blundell, J. Cornebise, K. Kavukcuoglu, D. Wierstra (2015), "Weight Uncertainty in Neural
+    Networks", ICML, Section 3.4 (minibatches and the KL term).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, get_args
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import pyro
 import pyro.distributions as dist
@@ -52,6 +70,8 @@ from probgen._validate import as_tensor, check_choice, check_positive_int
 from probgen.models.diffusion._util import check_condition, check_condition_options, describe_condition, sum_event
 from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
 from probgen.models.diffusion.schedules import Schedule
+from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, MeanFieldWeights, call_with_weights, check_weights
+from probgen.priors import Prior
 
 __all__ = [
     "PREDICTIONS",
@@ -112,8 +132,16 @@ class DiffusionChain:
         per dimension in ``L_1`` (5 nats on 2-D data with the linear schedule at ``T = 50``), so the
         default is ``"fixed_large"``; DDIM with ``eta = 1`` reproduces the ``"fixed_small"`` chain.
     :param str prediction: what ``net`` predicts: ``"epsilon"`` ([1] eq. 11) or ``"x0"``.
-    :raises ValueError: for unknown ``variance`` or ``prediction``, or a net with both ``num_classes``
-        and ``cond_dim``.
+    :param prior: a :class:`~probgen.priors.Prior` over the net's parameters, which makes the denoiser
+        Bayesian (see the module docstring); ``None`` (the default) for point estimates. The net's own
+        values of the Bayesian parameters start the posterior's locations; the Pyro programs never use
+        them otherwise, and :func:`~probgen.infer.diffusion.fit_diffusion` sets them to the posterior
+        means. A prior that keeps every parameter deterministic gives a chain equal to the point chain.
+    :param init_scale: the initial standard deviation of the weight posterior ``q(w)``; with ``prior``
+        only; :data:`~probgen.models.diffusion.weights.WEIGHT_INIT_SCALE` by default.
+    :raises ValueError: for unknown ``variance`` or ``prediction``, a net with both ``num_classes``
+        and ``cond_dim``, or ``init_scale`` without ``prior``.
+    :raises TypeError: for a ``prior`` that is not a :class:`~probgen.priors.Prior`.
 
     Example::
 
@@ -129,6 +157,17 @@ class DiffusionChain:
         >>> labelled = DiffusionChain(net, get_schedule("linear", 10), event_shape=(2,))
         >>> labelled.conditional, labelled.model(num_samples=4, condition=torch.tensor([0, 1, 2, 2])).shape
         (True, torch.Size([4, 2]))
+
+    A Bayesian denoiser whose last layer is Bayesian: its weights are sample sites outside the plate::
+
+        >>> from probgen.priors import GaussianPrior
+        >>> prior = GaussianPrior(1.0, fan_in=True, deterministic=("embed", "inp", "blocks"))
+        >>> bayes = DiffusionChain(MLPDenoiser(2, hidden_dim=16), get_schedule("linear", 10), event_shape=(2,), prior=prior)
+        >>> bayes.weight_sites
+        ('out.1.weight', 'out.1.bias')
+        >>> trace = pyro.poutine.trace(bayes.guide).get_trace(torch.zeros(8, 2), subsample_size=4)
+        >>> trace.nodes["out.1.weight"]["value"].shape, trace.nodes["x_10"]["value"].shape
+        (torch.Size([2, 16]), torch.Size([4, 2]))
     """
 
     def __init__(
@@ -140,6 +179,8 @@ class DiffusionChain:
         decoder: Decoder | None = None,
         variance: Variance = "fixed_large",
         prediction: Prediction = "epsilon",
+        prior: Prior | None = None,
+        init_scale: float | None = None,
     ) -> None:
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}.")
@@ -164,6 +205,22 @@ class DiffusionChain:
         self.num_classes, self.cond_dim = check_condition_options(
             getattr(net, "num_classes", None), getattr(net, "cond_dim", None), prefix="net."
         )
+        if prior is not None and not isinstance(prior, Prior):
+            raise TypeError(
+                f"prior must be a probgen.priors.Prior (e.g. GaussianPrior(1.0, fan_in=True)), got {type(prior).__name__}."
+            )
+        if prior is None and init_scale is not None:
+            raise ValueError("init_scale sets the weight posterior of a Bayesian chain; pass prior= too, or drop it.")
+        #: The prior over the net's parameters of a Bayesian chain, else ``None``.
+        self.prior = prior
+        #: The variational posterior ``q(w)`` over the Bayesian parameters, else ``None``.
+        self.weight_posterior: MeanFieldWeights | None = None
+        self._prior_cache: tuple[Any, dict[str, Any]] | None = None
+        if prior is not None:
+            sites = prior.apply(net)
+            start = {name: param for name, param in net.named_parameters() if name in sites}
+            scale = WEIGHT_INIT_SCALE if init_scale is None else init_scale
+            self.weight_posterior = MeanFieldWeights(start, init_scale=scale)
 
     def __repr__(self) -> str:
         condition = ""
@@ -171,11 +228,37 @@ class DiffusionChain:
             condition = f", num_classes={self.num_classes}"
         elif self.cond_dim is not None:
             condition = f", cond_dim={self.cond_dim}"
+        if self.prior is not None:
+            condition += f", prior={self.prior!r} over {len(self.weight_sites)} parameters"
         return (
             f"DiffusionChain(net={type(self.net).__name__}, num_timesteps={self.num_timesteps}, "
             f"event_shape={tuple(self.event_shape)}, decoder={self.decoder!r}, variance={self.variance!r}, "
             f"prediction={self.prediction!r}{condition})"
         )
+
+    @property
+    def bayesian(self) -> bool:
+        """Whether the chain has a prior over its net's parameters (a Bayesian denoiser)."""
+        return self.prior is not None
+
+    @property
+    def weight_sites(self) -> tuple[str, ...]:
+        """The Pyro sites of the Bayesian parameters, their paths in the net; empty for a point chain."""
+        return () if self.weight_posterior is None else self.weight_posterior.names
+
+    def weight_priors(self) -> dict[str, Any]:
+        """``p(w_i)`` of every Bayesian parameter, by path, in the net's current dtype; empty for a point chain.
+
+        Built once per dtype and device of the net and then reused (the prior is a frozen rule), so the
+        same mapping comes back while the net stays where it is; do not change it.
+        """
+        if self.prior is None:
+            return {}
+        first = next(self.net.parameters(), None)
+        key = None if first is None else (first.dtype, first.device)
+        if self._prior_cache is None or self._prior_cache[0] != key:
+            self._prior_cache = (key, self.prior.apply(self.net))
+        return self._prior_cache[1]
 
     @property
     def conditional(self) -> bool:
@@ -216,10 +299,49 @@ class DiffusionChain:
             "prediction": self.prediction,
             "num_classes": self.num_classes,
             "cond_dim": self.cond_dim,
+            **({} if self.prior is None else {"prior": repr(self.prior), "weight_sites": list(self.weight_sites)}),
         }
 
     def replace_net(self, net: nn.Module) -> DiffusionChain:
-        """A new chain with the same schedule, decoder and options, and another network."""
+        """A new chain with the same schedule, decoder and options, and another network.
+
+        A Bayesian chain's copy has the same prior and a fresh weight posterior, located at ``net``'s
+        values with the same initial scale.
+        """
+        return DiffusionChain(
+            net,
+            self.schedule,
+            event_shape=self.event_shape,
+            decoder=self.decoder,
+            variance=self.variance,
+            prediction=self.prediction,
+            prior=self.prior,
+            init_scale=None if self.weight_posterior is None else self.weight_posterior.init_scale,
+        )
+
+    def with_weights(self, weights: Mapping[str, Tensor]) -> DiffusionChain:
+        """A point-estimate chain (no prior) whose net is a copy of this one's with ``weights`` put in.
+
+        For one posterior draw, ``chain.with_weights({k: v[s] for k, v in draws.items()})`` with
+        ``draws = chain.weight_posterior.sample(S)``; for the posterior mean,
+        ``chain.with_weights(chain.weight_posterior.mean())``. Every sampler and evaluation of a point
+        chain then applies to that draw.
+
+        :param weights: one value per Bayesian parameter (or per any parameter of the net), by path,
+            shaped like the parameter.
+        :raises ValueError: for unknown names or values of the wrong shape (a stack of draws included).
+        """
+        weights = check_weights(self.net, weights)
+        for name, value in weights.items():
+            if value.shape != self.net.get_parameter(name).shape:
+                raise ValueError(
+                    f"weights[{name!r}] has shape {tuple(value.shape)}; with_weights takes one draw, shaped like "
+                    f"the parameter {tuple(self.net.get_parameter(name).shape)} (index a stack of draws first)."
+                )
+        net = copy.deepcopy(self.net)
+        with torch.no_grad():
+            for name, value in weights.items():
+                net.get_parameter(name).copy_(value)
         return DiffusionChain(
             net,
             self.schedule,
@@ -259,8 +381,17 @@ class DiffusionChain:
             dtype=self._dtype(), owner=f"the chain's net ({type(self.net).__name__})", rows_of=rows_of,
         )  # fmt: skip
 
-    def _denoise(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> Tensor:
-        """The net's output at ``x_t`` and ``t``; a checked ``condition`` is broadcast to ``t``'s shape first."""
+    def _denoise(
+        self, x_t: Tensor, t: Tensor, condition: Tensor | None, weights: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
+        """The net's output at ``x_t`` and ``t``; a checked ``condition`` is broadcast to ``t``'s shape first.
+
+        With ``weights`` the named parameters take those values (see :func:`call_with_weights`).
+        """
+        if weights:
+            return call_with_weights(
+                self.net, weights, x_t, t, condition, event_dim=self.event_dim, labels=self.num_classes is not None
+            )
         if condition is None:
             return self.net(x_t, t)
         # e.g. under Pyro's vectorised particles x_t gains a leading dim that the rows' condition lacks
@@ -318,7 +449,14 @@ class DiffusionChain:
         # [1] Section 3.2: sigma_t^2 = beta~_t, with beta~_1 -> beta~_2 ([3], clipped log-variance)
         return self._gather(self.schedule.posterior_log_variance_clipped, t, like)
 
-    def p_mean_variance(self, x_t: Tensor, t: Tensor | int, *, condition: Tensor | None = None) -> PMeanVariance:
+    def p_mean_variance(
+        self,
+        x_t: Tensor,
+        t: Tensor | int,
+        *,
+        condition: Tensor | None = None,
+        weights: Mapping[str, Tensor] | None = None,
+    ) -> PMeanVariance:
         """The reverse step ``p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I)`` ([1] eqs. 1, 11).
 
         :param Tensor x_t: the noisy input, shape ``(*batch, *event_shape)``.
@@ -329,14 +467,22 @@ class DiffusionChain:
             so one row conditions every row of ``x_t``.
         :raises ValueError: for a missing or unexpected condition, one of the wrong shape, labels out of
             range or covariates that are not finite.
+        :param weights: values for some of the net's parameters, by path (for a Bayesian chain, draws of
+            its Bayesian parameters: ``chain.weight_posterior.sample(S)``); the others keep the net's
+            values. One draw is shaped like the parameters; ``S`` draws stacked in a leading dimension
+            go with ``x_t`` of shape ``(S, *batch, *event_shape)``, draw ``s`` with ``x_t[s]``, in one
+            vectorised call. ``None`` uses the net as it is (a Bayesian chain's posterior means, once fitted).
         :raises TypeError: for labels that are not integers or covariates that are not floats.
         """
         t = self._steps(t, x_t)
-        return self._p_mean_variance(x_t, t, self._check_condition("condition", condition, t.shape, "x_t"))
+        weights = None if weights is None else check_weights(self.net, weights)
+        return self._p_mean_variance(x_t, t, self._check_condition("condition", condition, t.shape, "x_t"), weights)
 
-    def _p_mean_variance(self, x_t: Tensor, t: Tensor, condition: Tensor | None) -> PMeanVariance:
+    def _p_mean_variance(
+        self, x_t: Tensor, t: Tensor, condition: Tensor | None, weights: Mapping[str, Tensor] | None = None
+    ) -> PMeanVariance:
         """:meth:`p_mean_variance` for long steps ``t`` of the batch shape and a checked ``condition``."""
-        output = self._denoise(x_t, t, condition)
+        output = self._denoise(x_t, t, condition, weights)
         sqrt_ab = self._gather(self.schedule.sqrt_alphas_cumprod, t, x_t)
         sqrt_1mab = self._gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
         if self.prediction == "epsilon":
@@ -353,15 +499,24 @@ class DiffusionChain:
         log_variance = self.model_log_variance(t, x_t)
         return PMeanVariance(mean, log_variance.exp(), log_variance, pred_x0, pred_eps)
 
-    def p_sample(self, x_t: Tensor, t: int, noise: Tensor | None = None, *, condition: Tensor | None = None) -> Tensor:
+    def p_sample(
+        self,
+        x_t: Tensor,
+        t: int,
+        noise: Tensor | None = None,
+        *,
+        condition: Tensor | None = None,
+        weights: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
         """Draw ``x_{t-1} ~ p_theta(x_{t-1} | x_t)``; at ``t = 1`` draw ``x_0`` from the decoder.
 
         :param Tensor x_t: the current state, shape ``(*batch, *event_shape)``.
         :param int t: the current step in ``1..T``.
         :param noise: standard normal noise for ``t >= 2``; drawn if ``None``.
         :param condition: the condition of a conditional chain, as for :meth:`p_mean_variance`.
+        :param weights: values for the net's (Bayesian) parameters, as for :meth:`p_mean_variance`.
         """
-        out = self.p_mean_variance(x_t, t, condition=condition)
+        out = self.p_mean_variance(x_t, t, condition=condition, weights=weights)
         scale = (0.5 * out.log_variance).exp()
         if t == 1:
             return self.decoder.distribution(out.mean, scale.expand_as(out.mean)).sample()
@@ -378,7 +533,13 @@ class DiffusionChain:
         return sum_event(kl, self.event_dim)
 
     def vlb_term(
-        self, x0: Tensor, t: Tensor | int, noise: Tensor | None = None, *, condition: Tensor | None = None
+        self,
+        x0: Tensor,
+        t: Tensor | int,
+        noise: Tensor | None = None,
+        *,
+        condition: Tensor | None = None,
+        weights: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """One term of the bound at step ``t``, per data point, in nats, with ``x_t ~ q(x_t | x_0)``.
 
@@ -390,12 +551,16 @@ class DiffusionChain:
         :param noise: the noise that draws ``x_t`` (see :meth:`q_sample`); drawn if ``None``.
         :param condition: the condition of a conditional chain, one row per row of ``x0`` (see
             :meth:`p_mean_variance`); the terms are then those of the bound on ``-log p_theta(x_0 | c)``.
+        :param weights: values for the net's (Bayesian) parameters, as for :meth:`p_mean_variance`; with
+            ``S`` stacked draws ``x0`` has the shape ``(S, *batch, *event_shape)`` (``x0.expand(S, ...)``
+            shares the rows between draws) and the terms come back ``(S, *batch)``.
         :returns: a tensor of the batch shape.
         """
+        weights = None if weights is None else check_weights(self.net, weights)
         t = self._steps(t, x0)
         condition = self._check_condition("condition", condition, t.shape, "x0")
         x_t = self.q_sample(x0, t, noise)
-        out = self._p_mean_variance(x_t, t, condition)
+        out = self._p_mean_variance(x_t, t, condition, weights)
         true_mean, _, true_log_var = self.q_posterior(x0, x_t, t)
         kl = sum_event(normal_kl(true_mean, true_log_var, out.mean, out.log_variance), self.event_dim)
         scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
@@ -411,7 +576,12 @@ class DiffusionChain:
         return check_positive_int("num_samples", num_samples)
 
     def model(
-        self, x0: Tensor | None = None, *, num_samples: int | None = None, condition: Tensor | None = None
+        self,
+        x0: Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        condition: Tensor | None = None,
+        subsample_size: int | None = None,
     ) -> Tensor:
         """The reverse chain ``p(x_T) prod_t p_theta(x_{t-1} | x_t) p_theta(x_0 | x_1)`` as a Pyro program.
 
@@ -419,12 +589,21 @@ class DiffusionChain:
         ``"data"`` and each with the data dimensions as its event. With ``x0=None`` running it is
         ancestral sampling. A conditional chain conditions every reverse step on ``condition``.
 
+        A Bayesian chain first draws its weights from the prior, one site per Bayesian parameter
+        (named by its path, :attr:`weight_sites`), once and outside the plate, and runs every data
+        point's reverse chain with them: ``p(w) prod_i p_w(x_{0:T}^i)``. Run with nothing observed, it
+        samples the *prior* predictive; samples under the fitted posterior come from
+        :mod:`probgen.infer.diffusion`'s read-outs (or :meth:`with_weights`).
+
         :param x0: observed data ``(N, *event_shape)``, or ``None``.
         :param num_samples: the number of rows ``N`` when ``x0`` is ``None``.
         :param condition: the condition of a conditional chain (required there, refused otherwise):
             class labels ``(N,)`` or covariates ``(N, cond_dim)``, row ``i`` for row ``i`` of ``x0`` (or
             of the samples); a single row ``(1,)`` or ``(1, cond_dim)`` serves every row.
-        :returns: the value of ``"x_0"``.
+        :param subsample_size: visit a random minibatch of this many rows
+            (``pyro.plate("data", N, subsample_size=B)``), whose terms the plate scales by ``N / B``;
+            ``None`` visits every row. Give the guide the same value (Pyro passes both the same arguments).
+        :returns: the value of ``"x_0"`` (of the minibatch's rows when subsampling).
         :raises ValueError: for a missing or unexpected condition, or one that does not match the rows.
 
         References: [1] eq. 1 and Algorithm 2; [2] Section 2.2.
@@ -433,33 +612,66 @@ class DiffusionChain:
         rows_of = "x0" if x0 is not None else f"the samples (num_samples={n})"
         cond = self._check_condition("condition", condition, (n,), rows_of)
         dtype = x0.dtype if x0 is not None else self._dtype()
-        zeros = torch.zeros((n, *self.event_shape), dtype=dtype)
-        with pyro.plate("data", n):
+        weights = self._weight_sites(self.weight_priors())
+        with pyro.plate("data", n, subsample_size=subsample_size) as rows:
+            index = cast(Tensor, rows)  # the minibatch's rows (all of them without subsample_size)
+            if index.shape[0] != n:  # a minibatch of the rows, scaled by N / B by the plate
+                x0 = None if x0 is None else x0[index]
+                cond = None if cond is None else cond[index]
+            zeros = torch.zeros((index.shape[0], *self.event_shape), dtype=dtype)
             x = pyro.sample(f"x_{self.num_timesteps}", dist.Normal(zeros, 1.0).to_event(self.event_dim))
             for t in pyro.markov(range(self.num_timesteps, 1, -1)):
-                out = self._p_mean_variance(x, self._steps(t, x), cond)
+                out = self._p_mean_variance(x, self._steps(t, x), cond, weights)
                 scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
                 x = pyro.sample(f"x_{t - 1}", dist.Normal(out.mean, scale).to_event(self.event_dim))
-            out = self._p_mean_variance(x, self._steps(1, x), cond)
+            out = self._p_mean_variance(x, self._steps(1, x), cond, weights)
             scale = (0.5 * out.log_variance).exp().expand_as(out.mean)
             decoder = self.decoder.distribution(out.mean, scale).to_event(self.event_dim)
             return pyro.sample("x_0", decoder, obs=x0)
 
-    def guide(self, x0: Tensor, *, num_samples: int | None = None, condition: Tensor | None = None) -> None:
+    def _weight_sites(self, distributions: Mapping[str, Any]) -> dict[str, Tensor] | None:
+        """One sample site per Bayesian parameter, drawn from ``distributions`` (the prior or ``q``)."""
+        if self.weight_posterior is None:
+            return None
+        return {name: pyro.sample(name, distributions[name]) for name in self.weight_sites}
+
+    def guide(
+        self,
+        x0: Tensor,
+        *,
+        num_samples: int | None = None,
+        condition: Tensor | None = None,
+        subsample_size: int | None = None,
+    ) -> None:
         """The noising process in posterior order, ``q(x_T | x_0) prod_{t=2}^T q(x_{t-1} | x_t, x_0)``.
 
         Its sites are visited in the model's order, so :class:`pyro.infer.TraceMeanField_ELBO` replaces
         each site's ``log p - log q`` by the closed-form ``KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))``
         and estimates the DDPM bound ``L_T + sum_t L_{t-1} + L_0`` ([1] eq. 5, [2] eq. 14).
 
+        A Bayesian chain's guide first draws the weights from :attr:`weight_posterior` (a mean-field
+        Normal whose locations and scales are that module's parameters, not Pyro's global param store),
+        so the ELBO also holds ``KL(q(w) || p(w))``, once, in closed form for Normal priors. A loop of
+        one's own can minimise ``TraceMeanField_ELBO().differentiable_loss(chain.model, chain.guide, x0,
+        subsample_size=B)`` with a torch optimiser over ``chain.weight_posterior.parameters()`` and the
+        net's deterministic parameters (Pyro's own optimisers see only the param store);
+        :func:`~probgen.infer.diffusion.fit_diffusion` does the same, faster, with one step per row.
+
         :param Tensor x0: the data ``(N, *event_shape)``.
         :param num_samples: ignored; accepted so that the guide takes the model's arguments.
         :param condition: ignored (the noising process does not depend on it); accepted so that the
             guide takes the model's arguments.
+        :param subsample_size: the minibatch size, as for :meth:`model`; the guide's plate draws the rows
+            and Pyro replays them in the model.
         """
         x0 = self._check_x("x0", x0)
         T = self.num_timesteps
-        with pyro.plate("data", x0.shape[0]):
+        if self.weight_posterior is not None:
+            self._weight_sites(self.weight_posterior.distributions())
+        with pyro.plate("data", x0.shape[0], subsample_size=subsample_size) as rows:
+            index = cast(Tensor, rows)
+            if index.shape[0] != x0.shape[0]:
+                x0 = x0[index]
             t = self._steps(T, x0)
             mean = self._gather(self.schedule.sqrt_alphas_cumprod, t, x0) * x0
             scale = self._gather(self.schedule.sqrt_one_minus_alphas_cumprod, t, x0).expand_as(mean)
@@ -484,6 +696,8 @@ class DiffusionChain:
             guide takes the model's arguments.
         """
         x0 = self._check_x("x0", x0)
+        if self.weight_posterior is not None:  # a Bayesian chain's weights first, as in guide
+            self._weight_sites(self.weight_posterior.distributions())
         with pyro.plate("data", x0.shape[0]):
             x = x0
             for step in pyro.markov(range(1, self.num_timesteps + 1)):

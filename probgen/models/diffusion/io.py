@@ -7,6 +7,13 @@ decoder and options, and what the network is conditioned on (``num_classes`` or 
 runs code from the file; a network or decoder of the user's own class is therefore not rebuilt from
 the file but passed again (``load_chain(path, net=MyNet(...))``).
 
+A Bayesian chain (built with ``prior=``) also keeps its prior (a
+:class:`~probgen.priors.GaussianPrior`'s fields; a prior of the user's own class is passed again,
+``load_chain(path, prior=...)``) and its weight posterior, the locations and scales of
+:class:`~probgen.models.diffusion.weights.MeanFieldWeights`, as two more entries of the same format
+and version (a probgen from before Bayesian chains ignores them and loads the posterior-mean chain,
+whose net holds the posterior means).
+
 Every file is a dict with a ``"format"`` and a ``"version"``, written atomically by
 :func:`probgen._io.save_checkpoint`; :func:`probgen._io.load_checkpoint` refuses, with a message saying
 what the file is, anything else: a foreign or truncated file, a file of another kind, one from an older
@@ -29,6 +36,7 @@ from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, GaussianDecoder
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser
 from probgen.models.diffusion.schedules import make_schedule
+from probgen.priors import GaussianPrior, Prior
 
 __all__ = ["CHAIN_FORMAT", "load_chain", "save_chain"]
 
@@ -60,6 +68,35 @@ def _describe(obj: nn.Module | Decoder) -> dict[str, Any] | None:
     return None if config is None else {"class": name, "config": dict(config)}
 
 
+def _describe_prior(prior: Prior) -> dict[str, Any] | None:
+    """A :class:`GaussianPrior` as ``{"class": ..., "config": fields}``; ``None`` for another prior class."""
+    if type(prior) is not GaussianPrior:
+        return None
+    config = {
+        "scale": prior.scale,
+        "layer_scales": dict(prior.layer_scales),
+        "fan_in": prior.fan_in,
+        "bias_scale": prior.bias_scale,
+        "deterministic": list(prior.deterministic),
+    }
+    return {"class": "GaussianPrior", "config": config}
+
+
+def _rebuild_prior(saved: dict[str, Any] | None, given: Prior | None) -> Prior:
+    if given is not None:
+        if not isinstance(given, Prior):
+            raise TypeError(f"prior must be a probgen.priors.Prior, got {type(given).__name__}.")
+        return given
+    if saved is None:
+        raise ValueError(
+            "this file holds a Bayesian chain whose prior is of the user's own class, which is not rebuilt from a "
+            "file; pass the same prior as prior=... to load_chain."
+        )
+    config = dict(saved["config"])
+    config["deterministic"] = tuple(config["deterministic"])
+    return GaussianPrior(**config)
+
+
 def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
     """Save a diffusion chain, trained or not, to one file that :func:`load_chain` reads back.
 
@@ -68,7 +105,9 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
     takes (``{"num_classes": ..., "cond_dim": ...}``, both ``None`` when unconditional), and for
     probgen's own networks (:class:`~probgen.models.diffusion.networks.MLPDenoiser`,
     :class:`~probgen.models.diffusion.networks.ConvDenoiser`) and decoders their constructor
-    arguments. It is written atomically.
+    arguments. It is written atomically. A Bayesian chain's file also holds its prior and its weight
+    posterior (``"weight_posterior"``: the parameter paths, the initial scale and the module's
+    ``state_dict``), so that it reloads to the same read-outs.
 
     :param DiffusionChain chain: the chain to save.
     :param path: the file to write (conventionally ``.pt``).
@@ -98,6 +137,14 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
         "prediction": chain.prediction,
         "condition": {"num_classes": chain.num_classes, "cond_dim": chain.cond_dim},
     }
+    if chain.prior is not None and chain.weight_posterior is not None:
+        posterior = chain.weight_posterior
+        payload["prior"] = _describe_prior(chain.prior)
+        payload["weight_posterior"] = {
+            "names": list(posterior.names),
+            "init_scale": posterior.init_scale,
+            "state": posterior.state_dict(),
+        }
     save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
 
 
@@ -113,7 +160,11 @@ def _rebuild(kind: str, saved: dict[str, Any] | None, given: Any, registry: Mapp
 
 
 def load_chain(
-    path: str | os.PathLike[str], *, net: nn.Module | None = None, decoder: Decoder | None = None
+    path: str | os.PathLike[str],
+    *,
+    net: nn.Module | None = None,
+    decoder: Decoder | None = None,
+    prior: Prior | None = None,
 ) -> DiffusionChain:
     """Load a chain written by :func:`save_chain`; its network is in eval mode.
 
@@ -121,18 +172,27 @@ def load_chain(
     :param net: a network of the saved architecture (its weights do not matter; it is copied, never
         changed); needed only when the saved network is not one of probgen's.
     :param decoder: the decoder, needed only when the saved one is not one of probgen's.
+    :param prior: the prior of a saved Bayesian chain, needed only when it is not a
+        :class:`~probgen.priors.GaussianPrior`; refused for a point-estimate chain.
     :returns: a new :class:`~probgen.models.diffusion.chain.DiffusionChain` with the saved weights, in
-        the dtype they were saved in.
+        the dtype they were saved in (and a Bayesian chain's prior and weight posterior).
     :raises FileNotFoundError: if there is no file at ``path``.
     :raises ValueError: for a file that is not a saved chain (a foreign file, a training checkpoint,
-        one from an older or a newer probgen), a network or decoder that must be passed, or a given
-        ``net`` conditioned on something else than the saved one.
+        one from an older or a newer probgen), a network, decoder or prior that must be passed, a given
+        ``net`` conditioned on something else than the saved one, a ``prior`` for a point-estimate
+        chain, or one that selects other parameters than the saved posterior's.
     :raises RuntimeError: if the given ``net`` does not match the saved weights (torch's message names them).
     """
     saved = load_checkpoint(
         path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
     )
     model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
+    saved_posterior = saved.get("weight_posterior")
+    if saved_posterior is None and prior is not None:
+        raise ValueError(
+            f"{os.fspath(path)} holds a point-estimate chain (no prior); drop prior=, or save a Bayesian chain."
+        )
+    chain_prior = None if saved_posterior is None else _rebuild_prior(saved.get("prior"), prior)
     chain = DiffusionChain(
         model,
         make_schedule(saved["betas"], name=saved["schedule"]),
@@ -140,6 +200,8 @@ def load_chain(
         decoder=_rebuild("decoder", saved["decoder"], decoder, _DECODERS),
         variance=saved["variance"],
         prediction=saved["prediction"],
+        prior=chain_prior,
+        init_scale=None if saved_posterior is None else float(saved_posterior["init_scale"]),
     )
     # files written before chains took a condition have no entry: their nets are unconditional
     condition = saved.get("condition") or {"num_classes": None, "cond_dim": None}
@@ -156,4 +218,13 @@ def load_chain(
         model.to(dtype)  # in place, so the chain holds the converted net
     model.load_state_dict(state)
     model.eval()
+    if saved_posterior is not None and chain.weight_posterior is not None:
+        if list(chain.weight_posterior.names) != list(saved_posterior["names"]):
+            raise ValueError(
+                f"{os.fspath(path)} holds a weight posterior over {saved_posterior['names']}, but the prior selects "
+                f"{list(chain.weight_posterior.names)}; pass the prior the chain was saved with."
+            )
+        if dtype is not None:
+            chain.weight_posterior.to(dtype)
+        chain.weight_posterior.load_state_dict(saved_posterior["state"])
     return chain
