@@ -11,7 +11,8 @@
   selection of a BNN's weights;
 * ``diffusion.py``: samples of a diffusion model (:func:`plot_samples` for 2-D points,
   :func:`plot_image_grid` for images), its chain (:func:`plot_trajectory`) and the terms of its bound
-  (:func:`plot_bound_terms`).
+  (:func:`plot_bound_terms`), and 1-D regressions by a chain ``p(y | x)`` or a BNN side by side
+  (:func:`plot_regression_uncertainty`).
 
 Every function returns what it drew on (an ``Axes``, an array of them, or a ``Figure`` for a
 multi-panel layout), labels its axes, and takes ``ax=`` where a single panel is natural.
@@ -25,6 +26,7 @@ from probgen.plots.diffusion import (
     BoundUnit,
     plot_bound_terms,
     plot_image_grid,
+    plot_regression_uncertainty,
     plot_samples,
     plot_trajectory,
 )
@@ -57,4 +59,5 @@ __all__ = [
     "plot_image_grid",
     "plot_trajectory",
     "plot_bound_terms",
+    "plot_regression_uncertainty",
 ]

@@ -4,7 +4,11 @@
 * :func:`plot_image_grid`: draws of images ``(C, H, W)`` as a grid;
 * :func:`plot_trajectory`: the states ``x_t`` at chosen steps of a sampler run with ``return_chain=True``;
 * :func:`plot_bound_terms`: the per-step terms ``L_t`` of :func:`~probgen.infer.diffusion.evaluate_bound`
-  with their error bars, in nats or bits per dimension.
+  with their error bars, in nats or bits per dimension;
+* :func:`plot_regression_uncertainty`: 1-D regressions side by side (a conditional chain ``p(y | x)``
+  read out by :func:`~probgen.infer.diffusion.predictive_uncertainty`, a BNN's
+  :class:`~probgen.infer.predictive.Prediction`), each as its predictive mean with epistemic and total
+  bands over the data, above its variance split into epistemic and aleatoric parts.
 
 Samples come as :class:`~probgen.infer.results.DiffusionSamples` (their ``(chain, draw)`` dims are
 merged) or as a tensor of rows ``(n, *event_shape)``, for instance draws already mapped back to data units.
@@ -13,7 +17,7 @@ merged) or as a tensor of rows ``(n, *event_shape)``, for instance draws already
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import matplotlib.pyplot as plt
@@ -24,10 +28,19 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from probgen._validate import as_tensor, check_choice, check_positive_float, check_positive_int
-from probgen.infer.results import BoundResult, DiffusionSamples
+from probgen.infer.predictive import Prediction
+from probgen.infer.results import BoundResult, DiffusionSamples, PredictiveUncertainty
 from probgen.plots._util import new_axes
 
-__all__ = ["BOUND_UNITS", "BoundUnit", "plot_bound_terms", "plot_image_grid", "plot_samples", "plot_trajectory"]
+__all__ = [
+    "BOUND_UNITS",
+    "BoundUnit",
+    "plot_bound_terms",
+    "plot_image_grid",
+    "plot_regression_uncertainty",
+    "plot_samples",
+    "plot_trajectory",
+]
 
 BoundUnit = Literal["nats", "bits"]
 #: Units of :func:`plot_bound_terms`: nats per data point, or bits per dimension.
@@ -191,3 +204,100 @@ def plot_bound_terms(
     ax.set_ylabel(f"$L_t$ ({'nats' if unit == 'nats' else 'bits/dim'})")
     ax.set_title(f"terms of the bound (bars: {z:g} se); $L_0$ = {terms[0]:.3g}, $L_T$ = {terms[-1]:.2g}")
     return ax
+
+
+def _regression_parts(name: str, fit: Any, num_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean, epistemic and aleatoric variance ``(n,)`` of one 1-D regression read-out."""
+    if not isinstance(fit, PredictiveUncertainty | Prediction):
+        raise TypeError(
+            f"{name!r} must be a PredictiveUncertainty (predictive_uncertainty of a chain p(y | x)) or a BNN's "
+            f"Prediction (result.predict(x)), got {type(fit).__name__}."
+        )
+    parts = [torch.as_tensor(v).detach().double() for v in (fit.mean, fit.epistemic_var, fit.aleatoric_var)]
+    if any(v.numel() != num_x for v in parts):
+        raise ValueError(
+            f"{name!r} has {parts[0].numel()} values of a single target, but x has {num_x} points; read it out at "
+            "the plotted x, for a scalar target."
+        )
+    mean, epistemic, aleatoric = (v.reshape(num_x).numpy() for v in parts)
+    return mean, epistemic, aleatoric
+
+
+def plot_regression_uncertainty(
+    x: Tensor,
+    fits: Mapping[str, PredictiveUncertainty | Prediction],
+    *,
+    x_train: Tensor | None = None,
+    y_train: Tensor | None = None,
+    true_noise_var: Callable[[np.ndarray], np.ndarray] | None = None,
+    shade: tuple[float, float] | None = None,
+    z: float = 2.0,
+) -> Figure:
+    """1-D regressions side by side: predictive mean and bands above, the variance split into its parts below.
+
+    One column per entry of ``fits``. The top panel draws the predictive mean with two bands of
+    ``z`` standard deviations: the epistemic one (``Var_w E[y | x, w]``) and the total one (epistemic plus
+    aleatoric), over the training points if given. The bottom panel draws the epistemic and the
+    aleatoric variance on a log scale, with the true noise variance if given, so that two model families
+    (a diffusion regression and a BNN, say) can be read against each other and against the truth.
+
+    :param Tensor x: the ``n`` inputs the read-outs were taken at, ``(n,)`` or ``(n, 1)``.
+    :param fits: by label, a :class:`~probgen.infer.results.PredictiveUncertainty` of a chain
+        ``p(y | x)`` or a :class:`~probgen.infer.predictive.Prediction` of a BNN, read out at ``x``.
+    :param x_train: training inputs, drawn as points in the top panels (with ``y_train``).
+    :param y_train: training targets.
+    :param true_noise_var: the true ``Var(y | x)`` as a function of an array of inputs, drawn dashed.
+    :param shade: an interval of ``x`` (a gap in the data, say) shaded in every panel.
+    :param float z: the bands' half-width in standard deviations.
+    :returns: the Figure, two rows of Axes and one column per fit.
+    :raises ValueError: for no fits, or a read-out that does not match ``x``.
+    :raises TypeError: for a read-out of another type.
+
+    Example::
+
+        >>> from probgen.infer.predictive import Prediction
+        >>> x = torch.linspace(-1, 1, 5)
+        >>> pred = Prediction(f=torch.zeros(1, 2, 5, 1), y=torch.zeros(1, 2, 5), mean=x, epistemic_var=x**2 + 0.1,
+        ...                   aleatoric_var=torch.full((5,), 0.2))
+        >>> fig = plot_regression_uncertainty(x, {"BNN": pred})
+        >>> [ax.get_title() for ax in fig.get_axes()]
+        ['BNN', 'BNN: variance']
+    """
+    grid = as_tensor("x", x, dtype=torch.float64).detach().reshape(-1).numpy()
+    if not fits:
+        raise ValueError("fits is empty; give at least one read-out, by label.")
+    z = check_positive_float("z", z)
+    order = np.argsort(grid)
+    fig, axes = plt.subplots(2, len(fits), figsize=(4.2 * len(fits), 5.6), sharex=True, squeeze=False)
+    top_axes, bottom_axes = axes[0], axes[1]
+    for column, (label, fit) in enumerate(fits.items()):
+        mean, epistemic, aleatoric = (v[order] for v in _regression_parts(label, fit, grid.shape[0]))
+        xs = grid[order]
+        top, bottom = top_axes[column], bottom_axes[column]
+        if x_train is not None and y_train is not None:
+            xt = as_tensor("x_train", x_train, dtype=torch.float64).detach().reshape(-1).numpy()
+            yt = as_tensor("y_train", y_train, dtype=torch.float64).detach().reshape(-1).numpy()
+            top.scatter(xt, yt, s=1, alpha=0.15, color="grey", label="training data")
+        total_sd, epistemic_sd = np.sqrt(epistemic + aleatoric), np.sqrt(epistemic)
+        top.fill_between(xs, mean - z * total_sd, mean + z * total_sd, color="C0", alpha=0.25, label=f"total ±{z:g} sd")
+        top.fill_between(
+            xs, mean - z * epistemic_sd, mean + z * epistemic_sd, color="C1", alpha=0.6, label=f"epistemic ±{z:g} sd"
+        )
+        top.plot(xs, mean, color="k", lw=1, label="predictive mean")
+        bottom.plot(xs, epistemic, color="C1", label="epistemic")
+        bottom.plot(xs, aleatoric, color="C0", label="aleatoric")
+        if true_noise_var is not None:
+            bottom.plot(xs, np.asarray(true_noise_var(xs), dtype=float), "k--", lw=1, label="true noise variance")
+        bottom.set_yscale("log")
+        for ax in (top, bottom):
+            if shade is not None:
+                ax.axvspan(*shade, color="grey", alpha=0.12)
+        top.set_title(label)
+        bottom.set_title(f"{label}: variance")
+        top.set_ylabel("y")
+        bottom.set_ylabel("variance")
+        bottom.set_xlabel("x")
+    top_axes[0].legend(loc="lower left", fontsize="x-small", markerscale=4)
+    bottom_axes[0].legend(loc="best", fontsize="x-small")
+    fig.tight_layout()
+    return fig

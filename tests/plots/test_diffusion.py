@@ -93,3 +93,34 @@ def test_diffusion_plots_refuse_what_they_cannot_draw(points, images):
         plots.plot_trajectory(ddim, steps=[3])  # DDIM visited 10, 7, 4, 1, 0
     with pytest.raises(ValueError, match="unknown unit 'bytes'; expected one of 'nats', 'bits'"):
         plots.plot_bound_terms(evaluate_bound(small_chain(), torch.randn(4, 2), seed=0, progress_bar=False), unit="bytes")  # type: ignore[arg-type]
+
+
+def test_regression_uncertainty_puts_a_chain_and_a_bnn_side_by_side(tmp_path):
+    from probgen.infer.diffusion import predictive_uncertainty
+    from probgen.infer.predictive import Prediction
+    from probgen.models.diffusion import MLPDenoiser
+    from probgen.priors import GaussianPrior
+
+    x = torch.linspace(-1.0, 1.0, 7)
+    chain = DiffusionChain(MLPDenoiser(1, hidden_dim=8, num_blocks=1, cond_dim=1), get_schedule("linear", 5),
+                           event_shape=(1,), prior=GaussianPrior(1.0, fan_in=True), init_scale=0.05)  # fmt: skip
+    readout = predictive_uncertainty(chain, x[:, None], num_samples=3, num_posterior_draws=2, seed=0)
+    bnn = Prediction(f=torch.zeros(1, 2, 7, 2), y=torch.zeros(1, 2, 7), mean=x, epistemic_var=x**2 + 0.1,
+                     aleatoric_var=torch.full((7,), 0.2))  # fmt: skip
+    fig = plots.plot_regression_uncertainty(
+        x, {"chain": readout, "BNN": bnn}, x_train=x, y_train=x, true_noise_var=lambda v: 0.1 + 0 * v, shade=(-0.2, 0.2)
+    )
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["chain", "BNN", "chain: variance", "BNN: variance"]
+    assert all(labelled(ax) for ax in axes[2:]) and axes[2].get_yscale() == "log"
+    np.testing.assert_allclose(axes[2].lines[0].get_ydata(), readout.epistemic_var[:, 0].double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(axes[3].lines[1].get_ydata(), bnn.aleatoric_var.numpy())
+    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), x.numpy())  # the BNN's predictive mean
+    assert legend(axes[2]) == ["epistemic", "aleatoric", "true noise variance"]
+    saved(fig, tmp_path / "regression.png")
+    with pytest.raises(ValueError, match="but x has 5 points"):
+        plots.plot_regression_uncertainty(x[:5], {"chain": readout})
+    with pytest.raises(TypeError, match="must be a PredictiveUncertainty"):
+        plots.plot_regression_uncertainty(x, {"bad": x})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="fits is empty"):
+        plots.plot_regression_uncertainty(x, {})
