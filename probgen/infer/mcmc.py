@@ -25,17 +25,28 @@ Backends are registered in :data:`BACKENDS` (a dict of name -> runner):
   ``"pyro"``; ``benchmarks/generic_nuts.py`` measures Pyro programs.
 * ``"pyro"``: Pyro's own NUTS, the reference; ``"auto"`` takes it for models with discrete latent
   sites, which it enumerates (their draws are not recorded).
+
+Scaling out: the chains are split into ``num_workers`` groups, and each group is one job. By default
+this process and forked workers run them; ``executor=`` hands them to any
+``concurrent.futures.Executor`` instead, and inside a torch.distributed job (``torchrun``, see
+:mod:`probgen.infer._distributed`) the ranks share them out and gather the results, so every rank
+returns the whole result. A group is seeded as it is in this process, so chain ``k``'s draws depend
+on ``seed`` and ``num_workers`` alone (on ``seed`` alone for ``"pyro"``), wherever its group runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from functools import partial
 from typing import Any, Literal, get_args
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
@@ -50,11 +61,13 @@ from probgen._validate import (
     check_seed,
     reject_unknown_options,
 )
+from probgen.infer import _distributed
 from probgen.infer._dispatch import as_inference_model
+from probgen.infer._flat import FlatLogDensity
 from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import progress_enabled
-from probgen.infer._workers import available_cores, run_jobs
-from probgen.infer.nuts import STAT_NAMES, NUTSConfig, run_chains, typed_stats
+from probgen.infer._workers import Status, available_cores, run_jobs
+from probgen.infer.nuts import STAT_NAMES, NUTSConfig, run_chains, sample_nuts, typed_stats
 from probgen.infer.results import MCMCResult
 
 __all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "DIVERGENCE_ADVICE", "warn_about_draws"]
@@ -64,6 +77,8 @@ Backend = Literal["auto", "flat", "pyro"]
 TREE_DEPTH_WARN_FRACTION = 0.05
 
 Chains = tuple[Samples, dict[str, Tensor]]
+#: Runs jobs ``job(report) -> result`` (groups of chains) and returns their results in job order.
+Dispatch = Callable[[Sequence[Callable[..., Any]]], list[Any]]
 
 
 class _RecordingNUTS(NUTS):
@@ -123,14 +138,16 @@ class _RecordingNUTS(NUTS):
         return tree
 
 
-def _run_pyro(spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None) -> Chains:
+def _run_pyro(
+    spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch | None
+) -> Chains:
     """Pyro's NUTS. Chain ``c`` is seeded with ``seed + c``; the chains are split over ``config.num_workers``
-    processes (see :mod:`probgen.infer._workers`), so the draws do not depend on that number.
-    Pyro's progress bar shows only when everything runs in this process."""
+    processes (see :mod:`probgen.infer._workers`), or groups run by ``dispatch``, so the draws do not
+    depend on that number. Pyro's progress bar shows only when everything runs in this process."""
     groups = [chains.tolist() for chains in torch.arange(config.num_chains).tensor_split(config.num_workers)]
-    show_bar = config.num_workers == 1 and progress_enabled(config.progress_bar)
+    show_bar = dispatch is None and config.num_workers == 1 and progress_enabled(config.progress_bar)
     jobs = [partial(_run_pyro_chains, spec, data, config, seed, chains, show_bar) for chains in groups]
-    per_chain = [chain for group in run_jobs(jobs) for chain in group]
+    per_chain = [chain for group in (dispatch or run_jobs)(jobs) for chain in group]
     samples = {k: torch.stack([c[0][k] for c in per_chain]) for k in per_chain[0][0]}
     stats = {k: torch.stack([c[1][k] for c in per_chain]) for k in STAT_NAMES}
     return spec.complete(samples, data), typed_stats(stats)
@@ -167,14 +184,105 @@ def _run_pyro_chains(
     return out
 
 
-def _run_flat(spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None) -> Chains:
-    """probgen's batched NUTS on the model's flat log density."""
+def _run_flat(
+    spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch | None
+) -> Chains:
+    """probgen's batched NUTS on the model's flat log density, its groups of chains run by ``dispatch`` if given."""
     density = spec.flat_density(data)
-    out = run_chains(density, config, seed, compile=compile)
-    return spec.unpack(density, out.draws), out.sample_stats
+    if dispatch is None:
+        out = run_chains(density, config, seed, compile=compile)
+        return spec.unpack(density, out.draws), out.sample_stats
+    draws, stats = _run_flat_groups(density, config, seed, compile, dispatch)
+    return spec.unpack(density, draws), stats
 
 
-Runner = Callable[[InferenceModel, ModelData, NUTSConfig, int, "bool | None"], Chains]
+def _run_flat_groups(
+    density: FlatLogDensity, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The groups of :func:`~probgen.infer.nuts.run_chains`, as jobs for ``dispatch``: the same starting
+    points (drawn with ``seed``), the same ``config.num_workers`` groups and the same seed per group
+    (the ``g``-th spawned from ``seed``), so the draws are those of ``run_chains``."""
+    with _one_torch_thread():
+        init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
+    groups = init.tensor_split(config.num_workers)
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
+    quiet = config._replace(progress_bar=False)
+    jobs = [
+        partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile)
+        for group, group_seed in zip(groups, seeds)
+    ]
+    with _one_torch_thread():  # for jobs on threads of this process
+        outputs = dispatch(jobs)
+    draws = torch.cat([draws for draws, _ in outputs])
+    stats = {name: torch.cat([stats[name] for _, stats in outputs]) for name in outputs[0][1]}
+    return draws, stats
+
+
+def _run_flat_group(
+    log_density: Callable[[Tensor], tuple[Tensor, Tensor]],
+    init: Tensor,
+    config: NUTSConfig,
+    seed: int,
+    compile: bool | None,
+    report: Callable[..., None],
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One group of chains on one torch thread, as a forked worker of ``run_chains`` runs it: the draws and statistics."""
+    with _one_torch_thread():
+        out = sample_nuts(log_density, init, config, seed=seed, compile=compile)
+    return out.draws, out.sample_stats
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread, as every group of chains runs (the thread count can change the last bits of a draw)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _ignore_progress(n: int, status: Status | None = None) -> None:
+    """The report of a job that runs on an executor: its progress has nowhere to go."""
+
+
+#: Held by a job that runs on an executor, so that the jobs on threads of one process run one at a time.
+_JOB_LOCK = threading.Lock()
+
+
+def _one_at_a_time(job: Callable[..., Any], report: Callable[..., None]) -> Any:
+    """Run ``job`` alone in this process: Pyro's stack of effect handlers and the random state that
+    Pyro's NUTS seeds are global to a process, so two jobs on its threads would interleave them.
+    (Threads would not run the chains faster anyway: the sampler holds the GIL, see
+    :mod:`probgen.infer._workers`.) Jobs in other processes, such as a process pool's, do not wait."""
+    with _JOB_LOCK:
+        return job(report)
+
+
+def _dispatch(jobs: Sequence[Callable[..., Any]], *, executor: Executor | None, job: _distributed.Job | None) -> list[Any]:
+    """Run ``jobs`` and return their results in order: on ``executor`` if given, else in this process
+    and forked workers; in a torch.distributed job rank ``r`` runs the ``r``-th of ``world_size``
+    contiguous shares of the jobs, and every rank receives every result (``all_gather_object``)."""
+    if job is None:
+        return _run_here(jobs, executor)
+    shares = [share.tolist() for share in torch.arange(len(jobs)).tensor_split(job.world_size)]
+    mine = _run_here([jobs[index] for index in shares[job.rank]], executor)
+    return [result for share in _distributed.gather(mine) for result in share]
+
+
+def _run_here(jobs: Sequence[Callable[..., Any]], executor: Executor | None) -> list[Any]:
+    if executor is None:
+        return run_jobs(jobs) if jobs else []
+    futures = [executor.submit(_one_at_a_time, job, _ignore_progress) for job in jobs]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:  # after an error, the jobs not yet started
+            future.cancel()
+
+
+Runner = Callable[[InferenceModel, ModelData, NUTSConfig, int, "bool | None", "Dispatch | None"], Chains]
 
 #: NUTS implementations by name. ``"auto"`` resolves to the fastest registered backend that is correct for the model.
 BACKENDS: dict[str, Runner] = {"flat": _run_flat, "pyro": _run_pyro}
@@ -219,7 +327,7 @@ def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stackl
 
 _OPTIONS = (
     "model_kwargs", "num_warmup", "num_samples", "num_chains", "target_accept_prob", "max_tree_depth",
-    "backend", "seed", "num_workers", "compile", "progress_bar",
+    "backend", "seed", "num_workers", "executor", "compile", "progress_bar",
 )  # fmt: skip
 
 
@@ -235,6 +343,7 @@ def fit_nuts(
     backend: Backend = "auto",
     seed: SeedLike = None,
     num_workers: int | None = None,
+    executor: Executor | None = None,
     compile: bool | None = None,
     progress_bar: bool = True,
     **unknown: Any,
@@ -263,14 +372,28 @@ def fit_nuts(
         takes an even share of the chains and runs it on one torch thread. ``None`` (default):
         one per available core, at most one per chain; ``1``: everything in this process. With
         ``"flat"`` the draws depend on ``seed`` and ``num_workers`` (recorded on the result), so
-        pass both to reproduce a run on another machine; with ``"pyro"`` on ``seed`` only.
+        pass both to reproduce a run on another machine; with ``"pyro"`` on ``seed`` only. With
+        ``executor`` or in a torch.distributed job it is the number of groups of chains (jobs):
+        by default one per chain with an executor, one per process (at most one per chain) in a job.
+    :param executor: a ``concurrent.futures.Executor`` that runs the groups of chains, one job each,
+        instead of this process and its forked workers; the result is the same as without it for
+        the same ``num_workers``. A process pool must be able to pickle the model and its data;
+        jobs on threads of one process run one at a time (Pyro's state is global to a process).
+        Jobs on an executor show no progress.
     :param bool compile: compile a Pyro program's captured log density with TorchInductor;
         ``None`` (default) decides from the measured cost of one gradient and the run's length.
     :param bool progress_bar: show a progress bar (off when the ``CI`` environment variable is set).
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
-    :raises TypeError: for data the model does not take, or an unknown option.
+    :raises TypeError: for data the model does not take, an unknown option, or an ``executor``
+        that is not a ``concurrent.futures.Executor``.
     :raises ValueError: for bad option values, data the model cannot condition on, a model that
         observes nothing, a dynamic model, or discrete latent sites with ``backend="flat"``.
+
+    Started by ``torchrun``, every process runs the same call with the same model and data; rank
+    ``r`` runs its share of the groups of chains (the ``r``-th of ``world_size`` contiguous ones),
+    the shares are gathered, and every rank returns the same result, with every chain in the
+    ``(chain, draw)`` layout and every sample statistic. Rank 0's ``seed`` is the run's; rank 0
+    alone warns about divergences, and no progress bar shows.
 
     Example: eight schools, non-centred.
 
@@ -303,8 +426,16 @@ def fit_nuts(
         max_tree_depth=check_positive_int("max_tree_depth", max_tree_depth),
         progress_bar=bool(progress_bar),
     )
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor or None, got {type(executor).__name__}.")
+    job = _distributed.join()
     if num_workers is None:
-        num_workers = min(config.num_chains, available_cores())
+        if executor is not None:
+            num_workers = config.num_chains
+        elif job is not None:
+            num_workers = min(config.num_chains, job.world_size)
+        else:
+            num_workers = min(config.num_chains, available_cores())
     elif check_positive_int("num_workers", num_workers) > config.num_chains:
         raise ValueError(
             f"num_workers={num_workers} exceeds num_chains={config.num_chains}; each worker runs at least one chain."
@@ -322,9 +453,13 @@ def fit_nuts(
             "and given to fit_svi through model_kwargs."
         )
     seed = check_seed(seed)
+    if job is not None:
+        seed = _distributed.agree(seed)  # a seed drawn at random differs between ranks
+    dispatch = None if executor is None and job is None else partial(_dispatch, executor=executor, job=job)
     start = time.perf_counter()
-    samples, stats = BACKENDS[name](spec, data, config, seed, compile)
-    warn_about_draws(stats, config.max_tree_depth, stacklevel=2)
+    samples, stats = BACKENDS[name](spec, data, config, seed, compile, dispatch)
+    if job is None or job.rank == 0:
+        warn_about_draws(stats, config.max_tree_depth, stacklevel=2)
     return MCMCResult(
         spec=spec,
         samples=samples,

@@ -17,10 +17,24 @@ by name, and a fit leaves Pyro's global state as it found it.
 Minibatches: a BNN takes ``batch_size=`` (its likelihood's data plate subsamples); a Pyro program
 writes ``pyro.plate(name, size, subsample_size=B)`` itself. Either way the plate scales the
 likelihood by N / B, so the loss is always an estimate of the full-data negative ELBO in nats.
+
+Data parallel: started by ``torchrun`` (see :mod:`probgen.infer._distributed`), every process (rank
+``r`` of ``W``) runs the same fit on the same data. All ranks start from the same parameters (built
+from ``seed``), then each draws its Monte Carlo noise from its own seed
+(:func:`~probgen.infer._distributed.rank_seed`) and its minibatch from its own shard of the rows,
+``r, r + W, r + 2W, ...`` (:class:`~probgen.infer._distributed.ShardPlates`): ``batch_size`` rows per
+rank, or the whole shard for a full-batch fit, so a step sees ``W * batch_size`` distinct rows (all
+of them, full-batch). The plate keeps the full size N and scales by N / B on each rank; between
+``backward()`` and the optimiser's step the gradients are averaged over the ranks, each weighing
+its shard's share ``n_r / N`` of the rows, so the step is the single-process step on the ranks'
+combined minibatch (the full-batch gradient, full-batch) and the parameters stay equal everywhere.
+The loss reported is averaged the same way. A Pyro program's own subsampled plate draws its
+``subsample_size`` per rank from the rank's shard; a plate that takes all its rows is not split.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -49,7 +63,7 @@ from probgen._validate import (
     lookup,
     reject_unknown_options,
 )
-from probgen.infer import _meanfield, _trace
+from probgen.infer import _distributed, _meanfield, _trace
 from probgen.infer._dispatch import as_inference_model
 from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import make_progress_bar, progress_enabled
@@ -196,7 +210,13 @@ class SVI:
     :param int rank: covariance rank of the ``"lowrank"`` guide.
     :param bool fast_path: for a BNN with the mean-field guide, ``elbo="meanfield"`` and Normal weight
         priors, evaluate that same ELBO estimator directly in torch (:mod:`probgen.infer._meanfield`)
-        instead of through Pyro's traces; ``False`` forces ``TraceMeanField_ELBO``.
+        instead of through Pyro's traces; ``False`` forces ``TraceMeanField_ELBO``. In a
+        torch.distributed job steps go through Pyro's traces, whose plates take the rank's shard.
+
+    In a torch.distributed job (see the module docstring) :meth:`init` joins it, :meth:`update`
+    averages the gradients and the loss over the ranks, and reading :attr:`state` gathers every
+    rank's random state: each is a collective, so every rank must call it. :meth:`evaluate` and
+    :meth:`draws` stay this rank's own.
 
     >>> import torch
     >>> from torch import nn
@@ -247,12 +267,19 @@ class SVI:
         self.elbo_name = elbo_name
         self.elbo = lookup("elbo", elbo_name, ELBOS)(num_particles=self.num_particles, vectorize_particles=False)
         #: True when steps use probgen's direct evaluation of the mean-field ELBO.
-        self.fast_path = bool(fast_path) and _meanfield.applies(self.spec.model, self.guide, self.elbo_name)
+        self.fast_path = (
+            bool(fast_path)
+            and _meanfield.applies(self.spec.model, self.guide, self.elbo_name)
+            and _distributed.current() is None  # its minibatch cannot be confined to a rank's shard
+        )
         self._optim: torch.optim.Optimizer | None = None
         self._step = 0
         self._losses: list[float] = []
         self._data: ModelData | None = None
         self._rng_state = torch.get_rng_state()
+        #: This process's place in a torch.distributed job (``None``: a single process), set by :meth:`init`.
+        self._job: _distributed.Job | None = None
+        self._shards: _distributed.ShardPlates | None = None
 
     @property
     def model(self) -> Any:
@@ -263,7 +290,12 @@ class SVI:
         return {**data.kwargs, **self.spec.call_kwargs(batch_size=subsample_size)}
 
     def _subsample(self, data: ModelData) -> int | None:
-        if self.batch_size is None or self.spec.kind != "bnn":
+        if self.spec.kind != "bnn":
+            return None
+        if self._job is not None:  # this rank's rows: batch_size of its shard, or all of it
+            share = _distributed.shard_size(data.args[0].shape[0], self._job.rank, self._job.world_size)
+            return share if self.batch_size is None else min(self.batch_size, share)
+        if self.batch_size is None:
             return None
         return None if self.batch_size >= data.args[0].shape[0] else self.batch_size
 
@@ -296,6 +328,12 @@ class SVI:
         """Validate the data, seed the run, build the parameters and the optimiser; restore ``init_state`` if given."""
         data = self._bind(args, model_kwargs)
         self._data = data
+        self._job = _distributed.join(_device_of(data))
+        if self._job is not None and self.spec.kind == "bnn" and data.args[0].shape[0] < self._job.world_size:
+            raise ValueError(
+                f"{data.args[0].shape[0]} rows cannot be shared by {self._job.world_size} processes; "
+                "run fewer processes than there are rows."
+            )
         init_loc = getattr(self.guide, "init_loc_fn", None)
         if isinstance(init_loc, _InitFromData):
             init_loc.values = self.spec.initial_values(data)
@@ -309,6 +347,13 @@ class SVI:
         # fused Adam: one kernel for all parameters, ~0.3 ms a step cheaper than the default
         # per-tensor loop on a 1-50-1 net (benchmarks/bnn_svi.py shows both).
         self._optim = torch.optim.Adam(self._parameters(), lr=self.lr, fused=True)
+        if self._job is not None:
+            # the same parameters on every rank (built from the same seed; a guide module the user
+            # built may differ), then each rank's own random stream
+            _distributed.broadcast_parameters(self._optim.param_groups[0]["params"])
+            pyro.set_rng_seed(_distributed.rank_seed(seed, self._job.rank))
+            self._rng_state = torch.get_rng_state()
+            self._shards = _distributed.ShardPlates(self._job)
         if init_state is not None:
             self._restore(init_state)
 
@@ -320,6 +365,7 @@ class SVI:
                 f"init_state comes from a {state.guide_name!r} guide but this run uses "
                 f"{self.guide_name!r}; pass guide={state.guide_name!r}."
             )
+        rng_state = self._own_rng_state(state.rng_state)
         if isinstance(self.guide, nn.Module):
             _check_compatible("the guide", self.guide.state_dict(), state.guide_state)
             self.guide.load_state_dict(state.guide_state)
@@ -333,10 +379,23 @@ class SVI:
                         store[name].copy_(value)
         assert self._optim is not None
         self._optim.load_state_dict(state.optim_state)
-        torch.set_rng_state(state.rng_state)
-        self._rng_state = state.rng_state.clone()
+        torch.set_rng_state(rng_state)
+        self._rng_state = rng_state.clone()
         self._step = state.step
         self._losses = state.losses.tolist()
+
+    def _own_rng_state(self, saved: Tensor) -> Tensor:
+        """This process's random state in a saved state: a run on W processes saves W of them, one per rank."""
+        saved_world = saved.shape[0] if saved.dim() == 2 else 1
+        world = 1 if self._job is None else self._job.world_size
+        if saved_world != world:
+            raise ValueError(
+                f"init_state was saved by a run on {saved_world} process(es) but this run has {world}; resume "
+                f"it on {saved_world} (torchrun --nproc-per-node {saved_world}, or a plain python for one), "
+                "since every process's random stream and shard of the data are part of the state."
+            )
+        # a copy: torch.set_rng_state crashes on a view that does not start its storage (torch 2.13)
+        return saved if self._job is None else saved[self._job.rank].clone()
 
     def _learning_rate(self, step: int) -> float:
         """``lr * (final_lr / lr) ** min(step / decay_steps, 1)``: exponential decay, then flat."""
@@ -355,7 +414,8 @@ class SVI:
         data = self._data if not args and model_kwargs is None else ModelData(args, model_kwargs or {})
         lr = self._learning_rate(self._step)
         try:
-            loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
+            with self._shards or contextlib.nullcontext():
+                loss = self.loss(data, subsample_size=self._subsample(data), num_particles=self.num_particles)
         except ValueError as error:
             # torch's distributions refuse invalid parameters (NaN, or a scale that underflowed to 0).
             # Parameters that were valid at the first step and are invalid now were driven there by
@@ -365,12 +425,17 @@ class SVI:
                 raise self._diverged("invalid (a distribution's parameter left its support)", lr) from error
             raise
         value = float(loss.detach())
-        if not math.isfinite(value):
+        if self._shards is None and not math.isfinite(value):
             raise self._diverged(value, lr)
         for group in self._optim.param_groups:
             group["lr"] = lr
         self._optim.zero_grad(set_to_none=True)
         loss.backward()
+        if self._shards is not None:  # every rank's gradient, weighted by its shard's share; a NaN reaches all
+            params = self._optim.param_groups[0]["params"]
+            value = _distributed.average_gradients(params, weight=self._shards.weight, value=value)
+            if not math.isfinite(value):
+                raise self._diverged(value, lr)
         self._optim.step()
         self._step += 1
         self._losses.append(value)
@@ -413,12 +478,15 @@ class SVI:
         """A snapshot of everything needed to resume (copies, safe to keep)."""
         if self._optim is None:
             raise RuntimeError("call init(*data, seed=...) before reading the state.")
+        rng_state = self._rng_state.clone()
+        if self._job is not None:  # every rank's stream, in rank order: (world_size, ...)
+            rng_state = torch.stack(_distributed.gather(rng_state))
         return SVIState(
             step=self._step,
             guide_state=copy.deepcopy(self.guide.state_dict()) if isinstance(self.guide, nn.Module) else {},
             model_state=copy.deepcopy(self.model.state_dict()) if isinstance(self.model, nn.Module) else {},
             optim_state=copy.deepcopy(self._optim.state_dict()),
-            rng_state=self._rng_state.clone(),
+            rng_state=rng_state,
             losses=torch.tensor(self._losses),
             guide_name=self.guide_name,
             param_state={
@@ -437,6 +505,14 @@ class SVI:
             if self.spec.kind == "bnn":
                 return _bnn_guide_draws(self, num_samples)
             return _guide_draws(self, self._data, num_samples)
+
+
+def _device_of(data: ModelData) -> torch.device:
+    """Where the data live: the device of the first tensor among them (the CPU if none is one)."""
+    for value in (*data.args, *data.kwargs.values()):
+        if isinstance(value, Tensor):
+            return value.device
+    return torch.device("cpu")
 
 
 def _bnn_guide_draws(svi: SVI, num_samples: int) -> Samples:
@@ -536,6 +612,15 @@ class _EarlyStopping:
         return self.bad_checks >= self.patience
 
 
+def _save(state: SVIState, path: str, main: bool) -> None:
+    """Save ``state`` from the main process only (every rank reads the state: gathering it is a collective);
+    in a job every rank then waits for the file, so that none returns before it exists."""
+    if main:
+        state.save(path)
+    if _distributed.current() is not None:
+        _distributed.barrier()
+
+
 _OPTIONS = (
     "model_kwargs", "guide", "num_steps", "lr", "final_lr", "decay_steps", "batch_size", "num_samples", "num_particles",
     "elbo", "init_scale", "rank", "fast_path", "patience", "min_delta", "eval_every", "validation",
@@ -574,6 +659,13 @@ def fit_svi(
     The model is any static Pyro program or a :class:`~probgen.models.bnn.BNN`; its data are passed
     as its signature takes them (``fit_svi(model, x, y)``), keyword data through ``model_kwargs``.
 
+    Started by ``torchrun``, every process runs the same call and the ranks share the data (see
+    the module docstring). Rank 0's ``seed`` is the run's, rank 0 alone shows progress and writes
+    ``checkpoint``, whose state holds every rank's random stream, and the monitored loss of early
+    stopping is averaged over the ranks, so all stop together. Every rank returns a result with the
+    same fitted guide, losses and state; its ``num_samples`` draws from the guide come from the
+    rank's own random stream, so they differ between ranks.
+
     :param model: a BNN or a callable Pyro program; it is copied, so the caller's model keeps no fitted state.
     :param args: the model's positional data (a BNN's ``x`` and ``y``).
     :param dict model_kwargs: the model's keyword data.
@@ -601,11 +693,12 @@ def fit_svi(
         when ``validation`` (a tuple of the model's positional data) is given and an exponential
         moving average of the training loss otherwise.
     :param float min_delta: the improvement (in nats) that counts.
-    :param SVIState init_state: resume from ``result.state`` of an earlier run.
+    :param SVIState init_state: resume from ``result.state`` of an earlier run (on as many processes as it ran on).
     :param str checkpoint: a path; the state is saved there every ``eval_every`` steps and at the end.
     :param int seed: seeds the run (recorded on the result); ``None`` draws one.
     :returns: an :class:`~probgen.infer.results.SVIResult`.
-    :raises ValueError: for inconsistent data or options.
+    :raises ValueError: for inconsistent data or options, or an ``init_state`` saved by a run on
+        another number of processes.
     :raises TypeError: for data the model does not take, an unknown option, or a guide that is
         neither a name, an autoguide nor callable.
 
@@ -651,10 +744,14 @@ def fit_svi(
     )
     data = svi.spec.bind(args, model_kwargs, fit=True)
     val = None if validation is None else svi.spec.bind(tuple(validation), None, fit=True)
+    job = _distributed.join(_device_of(data))
+    if job is not None:
+        seed = _distributed.agree(seed)  # a seed drawn at random differs between ranks
     svi.init(data, seed=seed, init_state=init_state)
     smoothed = math.nan
     stopped_early = False
-    with make_progress_bar(num_steps, desc="SVI", enabled=progress_enabled(progress_bar)) as bar:
+    main = job is None or job.rank == 0
+    with make_progress_bar(num_steps, desc="SVI", enabled=progress_enabled(progress_bar) and main) as bar:
         for i in range(num_steps):
             loss = svi.update()
             smoothed = loss if math.isnan(smoothed) else 0.98 * smoothed + 0.02 * loss
@@ -662,15 +759,17 @@ def fit_svi(
             if (i + 1) % eval_every == 0 or i + 1 == num_steps:
                 bar.set_postfix(elbo=f"{-smoothed:.4g}")
                 if checkpoint is not None:
-                    svi.state.save(checkpoint)
+                    _save(svi.state, checkpoint, main)
                 if stopper is not None:
                     monitored = smoothed if val is None else svi.evaluate(val)
+                    if job is not None and val is not None:
+                        monitored = _distributed.average(monitored)  # one decision for every rank
                     if stopper.should_stop(monitored):
                         stopped_early = True
                         break
     state = svi.state
     if checkpoint is not None:
-        state.save(checkpoint)
+        _save(state, checkpoint, main)
     samples = svi.draws(num_samples)
     return SVIResult(
         spec=svi.spec,
