@@ -21,6 +21,7 @@ from probgen.infer.diffusion import (  # noqa: E402
     sample_ddim,
     sample_uncertainty,
 )
+from probgen.infer import is_main_process  # noqa: E402
 from probgen.infer.mcmc import fit_nuts  # noqa: E402
 from probgen.infer.predictive import Prediction  # noqa: E402
 from probgen.diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence, summarize  # noqa: E402
@@ -62,6 +63,7 @@ __all__ = [
     "Prediction",
     "to_arviz",
     "load_result",
+    "is_main_process",
     "summarize",
     "check_convergence",
     "ConvergenceReport",

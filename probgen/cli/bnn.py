@@ -38,6 +38,7 @@ from probgen.datasets._base import DATA_DIR
 from probgen.datasets.uci import Standardization
 from probgen.infer.arviz import load_result
 from probgen.infer.mcmc import fit_nuts
+from probgen.infer import is_main_process as is_main
 from probgen.infer.results import PosteriorResult, SVIState
 from probgen.infer.svi import GUIDES, LR_DECAY, fit_svi
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
@@ -283,7 +284,7 @@ def fit_from_csv(
     }  # fmt: skip
     torch.manual_seed(options.seed)
     model = build_model(config)
-    progress = not options.no_progress
+    progress = not options.no_progress and is_main()  # under torchrun: one bar, rank 0's
     result: PosteriorResult
     if method == "svi":
         draws = None
@@ -309,6 +310,8 @@ def fit_from_csv(
                 max_tree_depth=getattr(options, "max_tree_depth", None),
             ),
         )  # fmt: skip
+    if not is_main():  # under torchrun every rank fits; rank 0 alone writes the report
+        return result, {}
     out.mkdir(parents=True, exist_ok=True)
     labels = (str(x_frame.columns[0]), str(target))
     held_out = (x_test, y_test) if x_test is not None and y_test is not None else None

@@ -45,6 +45,7 @@ from probgen.infer.diffusion import (
     sample_ancestral,
     sample_ddim,
 )
+from probgen.infer import is_main_process as is_main
 from probgen.infer.results import DiffusionTrainState
 from probgen.metrics import energy_distance, gaussian_nll
 from probgen.models.diffusion import (
@@ -197,7 +198,8 @@ def _fit(args: argparse.Namespace) -> int:
     init_state, steps = resumed_state(checkpoint, args.num_steps, load) if args.resume else (None, args.num_steps)
     with resume_hint_on_interrupt(checkpoint, load):
         result = _train(args, chain, data, steps, init_state, checkpoint)
-    _write_run(args, result, data, out, is_image)
+    if is_main():  # under torchrun every rank trains; rank 0 alone writes the run and prints
+        _write_run(args, result, data, out, is_image)
     return 0
 
 

@@ -14,6 +14,17 @@ by ``N / B``, and ``KL(q(w) || p(w))``, reported per data point. In expectation 
 :class:`pyro.infer.TraceMeanField_ELBO` on ``chain.model`` and ``chain.guide`` with ``subsample_size=B``
 (tested); the custom loop is there for speed (one step, not ``T`` sites, per minibatch).
 
+Data parallel: started by ``torchrun`` (see :mod:`probgen.infer._distributed`), every process (rank
+``r`` of ``W``) runs the same call on the same data. All start from rank 0's parameters; rank ``r``
+draws its minibatches of ``batch_size`` rows from its own shard ``r, r + W, r + 2W, ...`` with its own
+generator (seeded by :func:`~probgen.infer._distributed.rank_seed`), so a step sees ``W * batch_size``
+rows. The gradients (and the loss) are averaged over the ranks between ``backward()`` and clipping,
+so every rank takes the same step on the same parameters: the step of one process on the combined
+minibatch. A Bayesian chain's loss keeps ``N / B`` and the KL on each rank, so the average is the
+same estimate of the negative ELBO on ``W * B`` rows. The importance sampler sees every rank's
+terms. Checkpoints hold every rank's generator (``(W, ...)``) and only rank 0 writes them; a run
+resumes on the same number of processes.
+
 References:
 
 [1] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS.
@@ -33,6 +44,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from probgen._validate import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
+from probgen.infer import _distributed
 from probgen.infer._progress import make_progress_bar, progress_enabled
 from probgen.infer.diffusion._util import check_chain, check_condition, check_data
 from probgen.infer.diffusion.objective import (
@@ -97,6 +109,36 @@ def _check_resume(state: Any, chain: DiffusionChain, options: dict[str, Any]) ->
                 "resume with the same options."
             )
     return state
+
+
+def _own_rng_state(saved: Tensor, job: _distributed.Job | None) -> Tensor:
+    """This process's generator state in a saved state: a run on W processes saved W of them, one per rank."""
+    saved_world = saved.shape[0] if saved.dim() == 2 else 1
+    world = 1 if job is None else job.world_size
+    if saved_world != world:
+        raise ValueError(
+            f"init_state was saved by a run on {saved_world} process(es) but this run has {world}; resume it on "
+            f"{saved_world} (torchrun --nproc-per-node {saved_world}, or a plain python for one), since every "
+            "process's random stream and shard of the data are part of the state."
+        )
+    return saved if job is None else saved[job.rank].clone()
+
+
+def _save(state: DiffusionTrainState, path: str | os.PathLike[str], job: _distributed.Job | None) -> None:
+    """Save from rank 0 only (reading the state is a collective in a job: every rank took part);
+    then every rank waits for the file, so that none returns before it exists."""
+    if job is None or job.rank == 0:
+        state.save(path)
+    if job is not None:
+        _distributed.barrier()
+
+
+def _update_sampler(sampler: TimestepSampler, t: Tensor, terms: Tensor, job: _distributed.Job | None) -> None:
+    """Feed the steps' terms to the importance sampler; in a job every rank's, so its statistics stay equal everywhere."""
+    if job is not None and sampler.timestep_sampling == "importance":
+        pairs = _distributed.gather((t.detach(), terms.detach()))
+        t, terms = torch.cat([pair[0] for pair in pairs]), torch.cat([pair[1] for pair in pairs])
+    sampler.update(t, terms)
 
 
 def _bayesian_chain(chain: DiffusionChain, net: nn.Module, posterior: Any) -> DiffusionChain:
@@ -279,6 +321,14 @@ def fit_diffusion(
         averaged = nn.ModuleDict({"net": net, "weights": posterior})
         sites = set(posterior.names)
         parameters = [p for name, p in net.named_parameters() if name not in sites] + list(posterior.parameters())
+    job = _distributed.join(data.device)
+    if job is not None:
+        if data.shape[0] < job.world_size:
+            raise ValueError(
+                f"{data.shape[0]} rows cannot be shared by {job.world_size} processes; run fewer processes than there are rows."
+            )
+        # every rank starts from rank 0's parameters (and buffers), whatever each built
+        _distributed.broadcast_parameters([*net.parameters(), *net.buffers(), *([] if posterior is None else posterior.parameters())])
     optimizer = torch.optim.Adam(parameters, lr=lr)
     # the rate of step k is lr * factor(k): LambdaLR counts the steps and checkpoints that count
     scheduler = None if final_lr is None else LambdaLR(optimizer, _decay(lr, final_lr, decay_steps))
@@ -300,10 +350,10 @@ def fit_diffusion(
         if ema is not None and state.ema_state is not None:
             ema.load_state_dict(state.ema_state)
         sampler.load_state_dict(state.sampler_state)
-        generator.set_state(state.rng_state)
+        generator.set_state(_own_rng_state(state.rng_state, job))
         step = int(state.step)
     else:
-        generator.manual_seed(seed)
+        generator.manual_seed(seed if job is None else _distributed.rank_seed(seed, job.rank))
     config = {
         "seed": seed,
         "objective": objective,
@@ -329,16 +379,21 @@ def fit_diffusion(
             ema_state=copy.deepcopy(ema.state_dict()) if ema is not None else None,
             scheduler_state=copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
             sampler_state=sampler.state_dict(),
-            rng_state=generator.get_state(),
+            # a run on W processes keeps every rank's stream, in rank order: (W, ...)
+            rng_state=generator.get_state() if job is None else torch.stack(_distributed.gather(generator.get_state())),
             config=dict(config),
             weight_state=None if posterior is None else copy.deepcopy(posterior.state_dict()),
         )
 
     losses = torch.empty(num_steps, dtype=torch.float64)
+    # this rank's rows (all of them in one process): rank r of W owns r, r + W, r + 2W, ...
+    rank, world = (0, 1) if job is None else job
+    num_own = _distributed.shard_size(data.shape[0], rank, world) if job is not None else data.shape[0]
+    main = job is None or rank == 0
     net.train()
-    with make_progress_bar(num_steps, desc="fit_diffusion", enabled=progress_enabled(progress_bar)) as bar:
+    with make_progress_bar(num_steps, desc="fit_diffusion", enabled=main and progress_enabled(progress_bar)) as bar:
         for i in range(num_steps):
-            index = torch.randint(data.shape[0], (batch_size,), generator=generator)
+            index = rank + world * torch.randint(num_own, (batch_size,), generator=generator)
             x0 = data[index]
             c = None if cond is None else cond[index]  # the condition rows of the minibatch's data rows
             if posterior is not None:
@@ -347,17 +402,20 @@ def fit_diffusion(
                     condition=c,
                 )  # fmt: skip
                 loss = bayes.loss
-                sampler.update(bayes.bound.t, bayes.bound.terms)
+                _update_sampler(sampler, bayes.bound.t, bayes.bound.terms, job)
             elif objective == "elbo":
                 estimate = estimate_bound(
                     trained, x0, timestep_probs=sampler.probs(), generator=generator, condition=c
                 )
                 loss = estimate.loss.mean()
-                sampler.update(estimate.t, estimate.terms)
+                _update_sampler(sampler, estimate.t, estimate.terms, job)
             else:
                 loss = eps_mse(trained, x0, generator, condition=c).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            value = loss.detach()
+            if job is not None:  # the mean gradient (and loss) of the ranks' equal minibatches: one step on W * B rows
+                value = torch.tensor(_distributed.average_gradients(parameters, value=float(value)))
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
             optimizer.step()
@@ -366,16 +424,16 @@ def fit_diffusion(
             if ema is not None:
                 ema.update_parameters(averaged)
             step += 1
-            losses[i] = loss.detach()
+            losses[i] = value
             bar.update(1)
             if i % 50 == 0:
                 bar.set_postfix(loss=f"{float(losses[i]):.4g}")
             if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0:
-                current_state().save(checkpoint)
+                _save(current_state(), checkpoint, job)
     net.eval()
     final_state = current_state()
     if checkpoint is not None:
-        final_state.save(checkpoint)
+        _save(final_state, checkpoint, job)
     if ema is None:
         final = trained
     elif posterior is None:
