@@ -50,7 +50,7 @@ import atexit
 import datetime
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -65,7 +65,8 @@ from probgen._types import DeviceLike
 
 __all__ = [
     "Job", "ENV_VARS", "TIMEOUT", "current", "join", "shutdown", "rank", "world_size", "is_main", "rank_seed",
-    "shard_size", "agree", "gather", "average", "average_gradients", "broadcast_parameters", "barrier", "ShardPlates",
+    "shard_size", "agree", "gather", "average", "average_gradients", "broadcast_parameters", "barrier", "own_rng_state",
+    "write_on_main", "ShardPlates",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -250,6 +251,32 @@ def average_gradients(parameters: Sequence[Tensor], *, weight: float | None = No
 def barrier() -> None:
     """Wait until every rank gets here; a collective. After rank 0 writes a file, so that no rank reads it too early."""
     dist.barrier()
+
+
+def own_rng_state(saved: Tensor, job: Job | None) -> Tensor:
+    """This process's random state in a saved state: a run on W processes saves W of them, ``(W, ...)``, in rank order.
+
+    :raises ValueError: if the state was saved by a run on another number of processes.
+    """
+    saved_world = saved.shape[0] if saved.dim() == 2 else 1
+    world = 1 if job is None else job.world_size
+    if saved_world != world:
+        raise ValueError(
+            f"init_state was saved by a run on {saved_world} process(es) but this run has {world}; resume "
+            f"it on {saved_world} (torchrun --nproc-per-node {saved_world}, or a plain python for one), "
+            "since every process's random stream and shard of the data are part of the state."
+        )
+    # a copy: torch.set_rng_state crashes on a view that does not start its storage (torch 2.13)
+    return saved if job is None else saved[job.rank].clone()
+
+
+def write_on_main(write: Callable[[], None], job: Job | None) -> None:
+    """Run ``write`` on rank 0 only (on the one process outside a job); in a job every rank then waits
+    for it, so that no rank returns (and reads the file) before it exists."""
+    if job is None or job.rank == 0:
+        write()
+    if job is not None:
+        barrier()
 
 
 def broadcast_parameters(parameters: Sequence[Tensor]) -> None:

@@ -36,17 +36,15 @@ on ``seed`` and ``num_workers`` alone (on ``seed`` alone for ``"pyro"``), wherev
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from functools import partial
 from typing import Any, Literal, get_args
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
@@ -67,7 +65,7 @@ from probgen.infer._flat import FlatLogDensity
 from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import progress_enabled
 from probgen.infer._workers import Status, available_cores, run_jobs
-from probgen.infer.nuts import STAT_NAMES, NUTSConfig, run_chains, sample_nuts, typed_stats
+from probgen.infer.nuts import STAT_NAMES, NUTSConfig, chain_groups, run_chains, sample_nuts, torch_threads, typed_stats
 from probgen.infer.results import MCMCResult
 
 __all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "DIVERGENCE_ADVICE", "warn_about_draws"]
@@ -202,16 +200,14 @@ def _run_flat_groups(
     """The groups of :func:`~probgen.infer.nuts.run_chains`, as jobs for ``dispatch``: the same starting
     points (drawn with ``seed``), the same ``config.num_workers`` groups and the same seed per group
     (the ``g``-th spawned from ``seed``), so the draws are those of ``run_chains``."""
-    with _one_torch_thread():
-        init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
-    groups = init.tensor_split(config.num_workers)
-    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
+    with torch_threads(1):
+        groups, seeds = chain_groups(density, config, seed)
     quiet = config._replace(progress_bar=False)
     jobs = [
         partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile)
         for group, group_seed in zip(groups, seeds)
     ]
-    with _one_torch_thread():  # for jobs on threads of this process
+    with torch_threads(1):  # for jobs on threads of this process
         outputs = dispatch(jobs)
     draws = torch.cat([draws for draws, _ in outputs])
     stats = {name: torch.cat([stats[name] for _, stats in outputs]) for name in outputs[0][1]}
@@ -227,20 +223,9 @@ def _run_flat_group(
     report: Callable[..., None],
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One group of chains on one torch thread, as a forked worker of ``run_chains`` runs it: the draws and statistics."""
-    with _one_torch_thread():
+    with torch_threads(1):
         out = sample_nuts(log_density, init, config, seed=seed, compile=compile)
     return out.draws, out.sample_stats
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread, as every group of chains runs (the thread count can change the last bits of a draw)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _ignore_progress(n: int, status: Status | None = None) -> None:

@@ -62,6 +62,8 @@ from probgen.infer._workers import Report, Status, run_jobs
 __all__ = [
     "sample_nuts",
     "run_chains",
+    "chain_groups",
+    "torch_threads",
     "NUTSConfig",
     "NUTSState",
     "NUTSOutput",
@@ -496,7 +498,8 @@ def _progress(config: NUTSConfig, chains: int) -> Iterator[Report | None]:
 
 
 @contextmanager
-def _torch_threads(num: int) -> Iterator[None]:
+def torch_threads(num: int) -> Iterator[None]:
+    """Run the block on ``num`` torch threads (every group of chains runs on one), then restore the count."""
     old = torch.get_num_threads()
     torch.set_num_threads(num)
     try:
@@ -529,17 +532,28 @@ def run_chains(
 
     :returns: the unconstrained draws ``(chain, draw, dim)``, the statistics, the adapted state and counts.
     """
-    with _torch_threads(1):
-        if init is None:
-            init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
-        groups = init.tensor_split(config.num_workers)
-        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
+    with torch_threads(1):
+        groups, seeds = chain_groups(density, config, seed, init)
         jobs = [
             partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile)
             for group, group_seed in zip(groups, seeds)
         ]
         with _progress(config, config.num_chains) as report:
             return _concatenate(run_jobs(jobs, report=report, merge=merge_status))
+
+
+def chain_groups(
+    density: FlatLogDensity, config: NUTSConfig, seed: int, init: Tensor | None = None
+) -> tuple[tuple[Tensor, ...], list[int]]:
+    """The starting points of ``config.num_workers`` groups of chains and each group's seed: the points
+    drawn with ``seed`` (unless ``init`` is given), split as evenly as possible, and group ``g`` seeded by
+    the ``g``-th child of ``seed`` (``numpy.random.SeedSequence``). Whoever runs the groups (forked
+    workers, an executor, the ranks of a job) gets the same draws from them."""
+    if init is None:
+        init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
+    groups = init.tensor_split(config.num_workers)
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
+    return groups, seeds
 
 
 def _concatenate(outputs: list[NUTSOutput]) -> NUTSOutput:

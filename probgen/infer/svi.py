@@ -38,6 +38,7 @@ import contextlib
 import copy
 import math
 import time
+from functools import partial
 from collections.abc import Callable, Mapping
 from typing import Any, ContextManager, Literal, get_args
 
@@ -365,7 +366,7 @@ class SVI:
                 f"init_state comes from a {state.guide_name!r} guide but this run uses "
                 f"{self.guide_name!r}; pass guide={state.guide_name!r}."
             )
-        rng_state = self._own_rng_state(state.rng_state)
+        rng_state = _distributed.own_rng_state(state.rng_state, self._job)
         if isinstance(self.guide, nn.Module):
             _check_compatible("the guide", self.guide.state_dict(), state.guide_state)
             self.guide.load_state_dict(state.guide_state)
@@ -383,19 +384,6 @@ class SVI:
         self._rng_state = rng_state.clone()
         self._step = state.step
         self._losses = state.losses.tolist()
-
-    def _own_rng_state(self, saved: Tensor) -> Tensor:
-        """This process's random state in a saved state: a run on W processes saves W of them, one per rank."""
-        saved_world = saved.shape[0] if saved.dim() == 2 else 1
-        world = 1 if self._job is None else self._job.world_size
-        if saved_world != world:
-            raise ValueError(
-                f"init_state was saved by a run on {saved_world} process(es) but this run has {world}; resume "
-                f"it on {saved_world} (torchrun --nproc-per-node {saved_world}, or a plain python for one), "
-                "since every process's random stream and shard of the data are part of the state."
-            )
-        # a copy: torch.set_rng_state crashes on a view that does not start its storage (torch 2.13)
-        return saved if self._job is None else saved[self._job.rank].clone()
 
     def _learning_rate(self, step: int) -> float:
         """``lr * (final_lr / lr) ** min(step / decay_steps, 1)``: exponential decay, then flat."""
@@ -612,13 +600,6 @@ class _EarlyStopping:
         return self.bad_checks >= self.patience
 
 
-def _save(state: SVIState, path: str, main: bool) -> None:
-    """Save ``state`` from the main process only (every rank reads the state: gathering it is a collective);
-    in a job every rank then waits for the file, so that none returns before it exists."""
-    if main:
-        state.save(path)
-    if _distributed.current() is not None:
-        _distributed.barrier()
 
 
 _OPTIONS = (
@@ -759,7 +740,7 @@ def fit_svi(
             if (i + 1) % eval_every == 0 or i + 1 == num_steps:
                 bar.set_postfix(elbo=f"{-smoothed:.4g}")
                 if checkpoint is not None:
-                    _save(svi.state, checkpoint, main)
+                    _distributed.write_on_main(partial(svi.state.save, checkpoint), job)
                 if stopper is not None:
                     monitored = smoothed if val is None else svi.evaluate(val)
                     if job is not None and val is not None:
@@ -769,7 +750,7 @@ def fit_svi(
                         break
     state = svi.state
     if checkpoint is not None:
-        _save(state, checkpoint, main)
+        _distributed.write_on_main(partial(state.save, checkpoint), job)
     samples = svi.draws(num_samples)
     return SVIResult(
         spec=svi.spec,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -109,28 +110,6 @@ def _check_resume(state: Any, chain: DiffusionChain, options: dict[str, Any]) ->
                 "resume with the same options."
             )
     return state
-
-
-def _own_rng_state(saved: Tensor, job: _distributed.Job | None) -> Tensor:
-    """This process's generator state in a saved state: a run on W processes saved W of them, one per rank."""
-    saved_world = saved.shape[0] if saved.dim() == 2 else 1
-    world = 1 if job is None else job.world_size
-    if saved_world != world:
-        raise ValueError(
-            f"init_state was saved by a run on {saved_world} process(es) but this run has {world}; resume it on "
-            f"{saved_world} (torchrun --nproc-per-node {saved_world}, or a plain python for one), since every "
-            "process's random stream and shard of the data are part of the state."
-        )
-    return saved if job is None else saved[job.rank].clone()
-
-
-def _save(state: DiffusionTrainState, path: str | os.PathLike[str], job: _distributed.Job | None) -> None:
-    """Save from rank 0 only (reading the state is a collective in a job: every rank took part);
-    then every rank waits for the file, so that none returns before it exists."""
-    if job is None or job.rank == 0:
-        state.save(path)
-    if job is not None:
-        _distributed.barrier()
 
 
 def _update_sampler(sampler: TimestepSampler, t: Tensor, terms: Tensor, job: _distributed.Job | None) -> None:
@@ -350,7 +329,7 @@ def fit_diffusion(
         if ema is not None and state.ema_state is not None:
             ema.load_state_dict(state.ema_state)
         sampler.load_state_dict(state.sampler_state)
-        generator.set_state(_own_rng_state(state.rng_state, job))
+        generator.set_state(_distributed.own_rng_state(state.rng_state, job))
         step = int(state.step)
     else:
         generator.manual_seed(seed if job is None else _distributed.rank_seed(seed, job.rank))
@@ -429,11 +408,12 @@ def fit_diffusion(
             if i % 50 == 0:
                 bar.set_postfix(loss=f"{float(losses[i]):.4g}")
             if checkpoint is not None and checkpoint_every is not None and step % checkpoint_every == 0:
-                _save(current_state(), checkpoint, job)
+                # reading the state is a collective in a job: every rank takes part, rank 0 writes
+                _distributed.write_on_main(partial(current_state().save, checkpoint), job)
     net.eval()
     final_state = current_state()
     if checkpoint is not None:
-        _save(final_state, checkpoint, job)
+        _distributed.write_on_main(partial(final_state.save, checkpoint), job)
     if ema is None:
         final = trained
     elif posterior is None:
