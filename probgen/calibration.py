@@ -211,7 +211,7 @@ def simulation_based_calibration(
                 true_q, draw_q = dict(quantities(truth_batch)), dict(quantities(draws))
             for name, value in true_q.items():
                 rank = rank_of_truth(value[0], draw_q[name].to(value.dtype))
-                collected.setdefault(name, []).append(rank.numpy())
+                collected.setdefault(name, []).append(rank.cpu().numpy())
             bar.update()
     ranks = {name: np.stack(values) for name, values in collected.items()}
     return SBCResult(ranks=ranks, num_draws=num_draws, seed=seed)

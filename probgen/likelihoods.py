@@ -12,6 +12,7 @@ accepts ``f`` with leading sample dimensions and globals with the same leading s
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -115,8 +116,10 @@ class Likelihood(ABC):
         :param int subsample_size: minibatch size; the plate scales the log-likelihood by N / B.
         :returns: the observed (or sampled) targets of the rows in this batch.
         """
-        globals_ = self.sample_globals()
-        with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        # a likelihood's global priors are made from Python numbers; on a GPU they are made there
+        with torch.device(x.device) if x.device.type != "cpu" else contextlib.nullcontext():
+            globals_ = self.sample_globals()
+        with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=str(x.device)) as idx:
             if subsample_size is not None:
                 x = x[idx]
                 y = None if y is None else y[idx]

@@ -414,13 +414,13 @@ def predict_from_run(run: Path, data: Path, *, level: float = 0.9, seed: int = 0
             "aleatoric_sd": scaler.unscale_sd(pred.aleatoric_var.sqrt()),
         }  # fmt: skip
         for name, value in columns.items():
-            out[name] = value.detach().reshape(len(out)).numpy()
+            out[name] = value.detach().reshape(len(out)).cpu().numpy()
     else:
         probs = pred.mean.detach()
         if probs.ndim == 1:  # Bernoulli: the probability of class 1
             probs = torch.stack([1 - probs, probs], -1)
         for k in range(probs.shape[-1]):
-            out[f"p_{k}"] = probs[:, k].numpy()
+            out[f"p_{k}"] = probs[:, k].cpu().numpy()
     return out
 
 

@@ -279,7 +279,7 @@ def _sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         buffer = io.StringIO()
-        np.savetxt(buffer, samples.flatten(1).numpy(), delimiter=",")
+        np.savetxt(buffer, samples.flatten(1).cpu().numpy(), delimiter=",")
         save_text(out, buffer.getvalue())
     else:
         _save_png(samples, out, None, f"{args.sampler} samples (seed {draws.seed})")

@@ -205,7 +205,14 @@ def _all_reduce_sum(flat: Tensor) -> Tensor:
 def average(value: float, *, weight: float | None = None) -> float:
     """The average of every rank's ``value``: ``sum_r weight_r * value_r`` with weights that sum to one
     over the ranks, or the plain mean when ``weight`` is ``None``; a collective."""
-    return float(_all_reduce_sum(torch.tensor([_weigh(value, weight)], dtype=torch.float64))[0])
+    return float(_all_reduce_sum(torch.tensor([_weigh(value, weight)], dtype=torch.float64, device=_collective_device()))[0])
+
+
+def _collective_device() -> torch.device:
+    """Where a tensor made for a collective must be: this process's GPU under NCCL, the CPU under gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _weigh(value: float, weight: float | None) -> float:

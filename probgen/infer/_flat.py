@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
+from probgen._device import fork_rng
 from probgen._validate import check_choice
 from probgen.likelihoods import Bernoulli, Categorical, Gaussian
 from probgen.models.bnn import BNN
@@ -110,15 +111,18 @@ class FlatLogDensity(ABC):
 
     :param sites: the layout, one :class:`SiteSlice` per latent site, in sampling order.
     :param dtype: the floating dtype of ``u``.
+    :param device: the device of ``u`` (the data's); the CPU by default.
     """
 
     #: Which kernel this is (``"mlp"``, ``"autograd"`` or ``"trace"``).
     kernel: str = ""
 
-    def __init__(self, sites: tuple[SiteSlice, ...], dtype: torch.dtype) -> None:
+    def __init__(self, sites: tuple[SiteSlice, ...], dtype: torch.dtype, device: torch.device | None = None) -> None:
         self.sites = sites
         self.dim = sites[-1].stop if sites else 0
         self._dtype = dtype
+        #: Where ``u``, the data and every tensor of the sampler live.
+        self.device = torch.device("cpu") if device is None else device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -177,7 +181,7 @@ class BNNLogDensity(FlatLogDensity):
         self.x = x
         self.y = y
         self.priors = model.priors
-        super().__init__(_layout(self.priors), x.dtype)
+        super().__init__(_layout(self.priors), x.dtype, x.device)
 
     @property
     def work(self) -> int:
@@ -185,8 +189,8 @@ class BNNLogDensity(FlatLogDensity):
 
     def sample_prior(self, num: int, generator: torch.Generator) -> Tensor:
         """``num`` prior draws in the unconstrained space, ``(num, dim)``, from ``generator``."""
-        with torch.random.fork_rng():
-            torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        with fork_rng(self.device):
+            torch.manual_seed(int(torch.randint(2**62, (), generator=generator, device=generator.device)))
             values = {name: prior.sample((num,)) for name, prior in self.priors.items()}
         return self.pack(values).to(self.dtype)
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to
 
+from probgen._device import device_of
 from probgen.infer import _trace
 from probgen.infer._flat import FlatLogDensity, SiteSlice
 
@@ -104,7 +105,7 @@ class TraceLogDensity(FlatLogDensity):
             layout[name] = (raw_shape, start, start + size)
             start += size
         self.layout = layout
-        super().__init__(tuple(sites), dtype)
+        super().__init__(tuple(sites), dtype, device_of(*args, *kwargs.values(), *values.values()))
         self._use_vmap = True
 
     def _prototype(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -164,12 +165,15 @@ class TraceLogDensity(FlatLogDensity):
 
         :raises ValueError: if some chain finds no finite point in :data:`INIT_ATTEMPTS` draws.
         """
-        u = (torch.rand(num, self.dim, generator=generator, dtype=self.dtype) * 2 - 1) * INIT_RADIUS
+        def uniform() -> Tensor:
+            return torch.rand(num, self.dim, generator=generator, dtype=self.dtype, device=self.device) * 2 - 1
+
+        u = uniform() * INIT_RADIUS
         for _ in range(INIT_ATTEMPTS):
             bad = ~torch.isfinite(self.eager_value_and_grad(u)[0])
             if not bad.any():
                 return u
-            fresh = (torch.rand(num, self.dim, generator=generator, dtype=self.dtype) * 2 - 1) * INIT_RADIUS
+            fresh = uniform() * INIT_RADIUS
             u = torch.where(bad[:, None], fresh, u)
         raise ValueError(
             f"found no starting point with a finite log density in {INIT_ATTEMPTS} uniform draws from "

@@ -55,7 +55,7 @@ def meanfield_loss(
     weights: dict[str, Tensor] = {}
     for name, prior in model.weight_priors.items():
         loc, scale = guide._get_loc_and_scale(name)
-        weights[name] = loc + scale * torch.randn(shape + loc.shape, dtype=loc.dtype)
+        weights[name] = loc + scale * torch.randn(shape + loc.shape, dtype=loc.dtype, device=loc.device)
         normal = normal_loc_scale(prior)
         assert normal is not None  # guaranteed by applies()
         prior_loc, prior_scale = normal

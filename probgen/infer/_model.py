@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from probgen._device import move
 from probgen._types import SAMPLE_DIMS, Samples
 from probgen.infer._flat import FlatLogDensity
 
@@ -76,6 +77,19 @@ class InferenceModel(ABC):
         :raises TypeError: for arguments the model does not take, or of the wrong type.
         :raises ValueError: for bad values (NaN, wrong shapes), or a fit that observes nothing.
         """
+
+    def bind_on(
+        self, device: torch.device | None, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, *, fit: bool
+    ) -> ModelData:
+        """:meth:`bind`, with the data's tensors moved to ``device`` (``None``: where they are).
+
+        The moved data are bound again, so whatever :meth:`bind` records of them (a Pyro program's
+        structure, traced on the data) is of the data on ``device``.
+        """
+        data = self.bind(args, kwargs, fit=fit)
+        if device is None:
+            return data
+        return self.bind(move(data.args, device), move(dict(data.kwargs), device), fit=fit)
 
     # -- structure ------------------------------------------------------------------------------
 

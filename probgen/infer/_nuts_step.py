@@ -231,20 +231,22 @@ def _select(mask: Tensor, a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> list[
     return [_where(mask, x, y) for x, y in zip(a, b)]
 
 
-def tables(num_warmup: int, total: int, max_tree_depth: int, target_accept_prob: float, dtype: torch.dtype) -> Tables:
-    """The checkpoint tables of the iterative U-turn checks, Stan's slow windows and the run's limits."""
-    lo, hi = util.checkpoint_tables(max_tree_depth)
-    slots = torch.arange(max(max_tree_depth - 1, 1))
+def tables(
+    num_warmup: int, total: int, max_tree_depth: int, target_accept_prob: float, dtype: torch.dtype, device: torch.device
+) -> Tables:
+    """The checkpoint tables of the iterative U-turn checks, Stan's slow windows and the run's limits, on ``device``."""
+    lo, hi = (table.to(device) for table in util.checkpoint_tables(max_tree_depth))
+    slots = torch.arange(max(max_tree_depth - 1, 1), device=device)
     slow = util.slow_windows(num_warmup)
     if len(slow) > MAX_WINDOWS:
         raise ValueError(f"num_warmup={num_warmup} has more than {MAX_WINDOWS} slow adaptation windows.")
-    windows = torch.full((MAX_WINDOWS, 2), -1, dtype=torch.long)
+    windows = torch.full((MAX_WINDOWS, 2), -1, dtype=torch.long, device=device)
     if slow:
-        windows[: len(slow)] = torch.tensor(slow)
+        windows[: len(slow)] = torch.tensor(slow, device=device)
     check = (slots >= lo[:, None]) & (slots <= hi[:, None])
     store = (lo[:, None] > hi[:, None]) & (slots == hi[:, None])
-    limits = torch.tensor([num_warmup, total, max_tree_depth])
-    return Tables(check, store, windows, limits, torch.tensor([target_accept_prob], dtype=dtype))
+    limits = torch.tensor([num_warmup, total, max_tree_depth], device=device)
+    return Tables(check, store, windows, limits, torch.tensor([target_accept_prob], dtype=dtype, device=device))
 
 
 def advance(s: Chains) -> Chains:
@@ -490,7 +492,7 @@ def find_step_size(
     direction = torch.zeros_like(eps)
     active = mask.clone()
     for attempt in range(100):
-        noise = torch.randn(start.z.shape, generator=generator, dtype=start.z.dtype)
+        noise = torch.randn(start.z.shape, generator=generator, dtype=start.z.dtype, device=start.z.device)
         r = noise / s.inv_mass.sqrt()
         h0 = util.kinetic_energy(r, s.inv_mass) - start.logp
         e = eps[:, None]
@@ -552,7 +554,7 @@ def start_chains(
     slots = max(max_tree_depth - 1, 1)
     edge = Edge(init, torch.zeros_like(init), grad)
     proposal = Point(init.clone(), logp, grad, -logp)
-    long_zeros = torch.zeros(chains, dtype=torch.long)
+    long_zeros = torch.zeros(chains, dtype=torch.long, device=init.device)
     ones = init.new_ones(chains)
     s = Chains(
         tree=Subtree(
@@ -573,7 +575,7 @@ def start_chains(
         log_w=zeros,
         rho=torch.zeros_like(init),
         depth=long_zeros,
-        size=torch.ones(chains, dtype=torch.long),
+        size=torch.ones(chains, dtype=torch.long, device=init.device),
         direction=ones,
         half_eps=init.new_zeros(chains, 1),
         eps_inv_mass=torch.zeros_like(init),
@@ -589,7 +591,7 @@ def start_chains(
         pending_z=init.clone(),
         pending_r=torch.zeros_like(init),
     )
-    everyone = torch.ones(chains, dtype=torch.bool)
+    everyone = torch.ones(chains, dtype=torch.bool, device=init.device)
     if step_size is None:
         step_size = find_step_size(log_density, s, everyone, ones, generator)
     step_size = step_size.clone().to(init)

@@ -55,7 +55,7 @@ def checkpoint_tables(max_tree_depth: int) -> tuple[Tensor, Tensor]:
     """:func:`checkpoint_indices` of every leaf of the deepest subtree, as two long tensors."""
     leaves = range(2 ** max(max_tree_depth - 1, 0))
     lo, hi = zip(*(checkpoint_indices(n) for n in leaves))
-    return torch.tensor(lo), torch.tensor(hi)
+    return torch.tensor(lo, device="cpu"), torch.tensor(hi, device="cpu")
 
 
 def slow_windows(num_warmup: int) -> list[tuple[int, int]]:

@@ -33,6 +33,8 @@ from pyro.poutine.trace_struct import Trace
 from torch import Tensor
 from torch.distributions import biject_to, constraints
 
+from probgen._device import device_of
+
 __all__ = [
     "SetLatent",
     "Unconstrain",
@@ -257,7 +259,7 @@ def vectorise(
                 for start in range(0, num, chunk_size):
                     part = {k: v[start : start + chunk_size] for k, v in inputs.items()}
                     size = min(chunk_size, num - start)
-                    index = torch.arange(size)
+                    index = torch.arange(size, device=device_of(inputs))
                     pieces.append(torch.func.vmap(lambda i, p: fn(p), randomness="different")(index, part))
             return _concat(pieces), True
         except (RuntimeError, ValueError, TypeError, NotImplementedError):

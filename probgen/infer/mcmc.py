@@ -49,9 +49,10 @@ import pyro
 import torch
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
 from pyro.infer.mcmc import MCMC, NUTS
-from torch import Tensor
+from torch import Tensor, nn
 
-from probgen._types import Samples, SeedLike
+from probgen._device import check_device, device_of, move
+from probgen._types import DeviceLike, Samples, SeedLike
 from probgen._validate import (
     check_choice,
     check_positive_int,
@@ -245,15 +246,19 @@ def _one_at_a_time(job: Callable[..., Any], report: Callable[..., None]) -> Any:
         return job(report)
 
 
-def _dispatch(jobs: Sequence[Callable[..., Any]], *, executor: Executor | None, job: _distributed.Job | None) -> list[Any]:
+def _dispatch(
+    jobs: Sequence[Callable[..., Any]], *, executor: Executor | None, job: _distributed.Job | None, device: torch.device
+) -> list[Any]:
     """Run ``jobs`` and return their results in order: on ``executor`` if given, else in this process
     and forked workers; in a torch.distributed job rank ``r`` runs the ``r``-th of ``world_size``
-    contiguous shares of the jobs, and every rank receives every result (``all_gather_object``)."""
+    contiguous shares of the jobs, and every rank receives every result (``all_gather_object``),
+    which travel through the CPU and arrive on ``device`` (each rank's GPU may be another)."""
     if job is None:
         return _run_here(jobs, executor)
-    shares = [share.tolist() for share in torch.arange(len(jobs)).tensor_split(job.world_size)]
+    shares = [share.tolist() for share in torch.arange(len(jobs), device="cpu").tensor_split(job.world_size)]
     mine = _run_here([jobs[index] for index in shares[job.rank]], executor)
-    return [result for share in _distributed.gather(mine) for result in share]
+    gathered = _distributed.gather(move(mine, torch.device("cpu")))
+    return [move(result, device) for share in gathered for result in share]
 
 
 def _run_here(jobs: Sequence[Callable[..., Any]], executor: Executor | None) -> list[Any]:
@@ -312,7 +317,7 @@ def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stackl
 
 _OPTIONS = (
     "model_kwargs", "num_warmup", "num_samples", "num_chains", "target_accept_prob", "max_tree_depth",
-    "backend", "seed", "num_workers", "executor", "compile", "progress_bar",
+    "backend", "seed", "num_workers", "executor", "compile", "device", "progress_bar",
 )  # fmt: skip
 
 
@@ -330,6 +335,7 @@ def fit_nuts(
     num_workers: int | None = None,
     executor: Executor | None = None,
     compile: bool | None = None,
+    device: DeviceLike | None = None,
     progress_bar: bool = True,
     **unknown: Any,
 ) -> MCMCResult:
@@ -367,6 +373,10 @@ def fit_nuts(
         Jobs on an executor show no progress.
     :param bool compile: compile a Pyro program's captured log density with TorchInductor;
         ``None`` (default) decides from the measured cost of one gradient and the run's length.
+    :param device: where the chains run (``"cpu"``, ``"cuda"``, a ``torch.device``): the data and the
+        model's copy move there, and the draws stay there; ``None`` (the default) runs where the data
+        are. Off the CPU every chain runs batched in this process (forked workers cannot share a
+        GPU), so ``num_workers`` above 1 needs an ``executor`` or a torch.distributed job.
     :param bool progress_bar: show a progress bar (off when the ``CI`` environment variable is set).
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
     :raises TypeError: for data the model does not take, an unknown option, or an ``executor``
@@ -401,8 +411,12 @@ def fit_nuts(
         Hoffman, M. D. and Gelman, A. (2014). The No-U-Turn Sampler. JMLR 15.
     """
     reject_unknown_options("fit_nuts", unknown, _OPTIONS)
+    device = check_device(device)
     spec = as_inference_model(model)
-    data = spec.bind(args, model_kwargs, fit=True)
+    if device is not None and isinstance(spec.model, nn.Module):
+        spec.model.to(device)  # the run's own copy of the model
+    data = spec.bind_on(device, args, model_kwargs, fit=True)
+    here = device_of(*data.args, *data.kwargs.values())
     config = NUTSConfig(
         num_warmup=check_positive_int("num_warmup", num_warmup, allow_zero=True),
         num_samples=check_positive_int("num_samples", num_samples),
@@ -420,7 +434,12 @@ def fit_nuts(
         elif job is not None:
             num_workers = min(config.num_chains, job.world_size)
         else:
-            num_workers = min(config.num_chains, available_cores())
+            num_workers = 1 if here.type != "cpu" else min(config.num_chains, available_cores())
+    elif here.type != "cpu" and executor is None and job is None and check_positive_int("num_workers", num_workers) > 1:
+        raise ValueError(
+            f"num_workers={num_workers} forks worker processes, which cannot use the {here.type} device the data "
+            "are on; leave num_workers=None (one process runs every chain, batched) or pass executor=."
+        )
     elif check_positive_int("num_workers", num_workers) > config.num_chains:
         raise ValueError(
             f"num_workers={num_workers} exceeds num_chains={config.num_chains}; each worker runs at least one chain."
@@ -440,7 +459,7 @@ def fit_nuts(
     seed = check_seed(seed)
     if job is not None:
         seed = _distributed.agree(seed)  # a seed drawn at random differs between ranks
-    dispatch = None if executor is None and job is None else partial(_dispatch, executor=executor, job=job)
+    dispatch = None if executor is None and job is None else partial(_dispatch, executor=executor, job=job, device=here)
     start = time.perf_counter()
     samples, stats = BACKENDS[name](spec, data, config, seed, compile, dispatch)
     if job is None or job.rank == 0:

@@ -244,8 +244,10 @@ class _Run:
         self.chains, self.dim, self.dtype = chains, dim, init.dtype
         self.total = config.num_warmup + config.num_samples
         self.num_warmup = config.num_warmup
-        self.tables = step.tables(config.num_warmup, self.total, config.max_tree_depth, config.target_accept_prob, init.dtype)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.tables = step.tables(
+            config.num_warmup, self.total, config.max_tree_depth, config.target_accept_prob, init.dtype, init.device
+        )
+        self.gen = torch.Generator(init.device).manual_seed(seed)
         self.num_gradients = 0
         self._block: tuple[Tensor, Tensor] | None = None
         self._block_next = NOISE_BLOCK
@@ -254,7 +256,7 @@ class _Run:
         )
         self.draws = init.new_zeros(chains, config.num_samples, dim)
         self.stats = {name: init.new_zeros(chains, config.num_samples) for name in STAT_NAMES}
-        self.rows = torch.arange(chains)
+        self.rows = torch.arange(chains, device=init.device)
         self.completed = 0  # transitions finished, summed over chains
         self.iterations = 0
         self.compile = compile
@@ -274,8 +276,9 @@ class _Run:
     def _noise(self) -> step.Noise:
         """The next iteration's random numbers, from blocks of :data:`NOISE_BLOCK` iterations."""
         if self._block is None or self._block_next == NOISE_BLOCK:
-            normal = torch.randn(NOISE_BLOCK, self.chains, self.dim, generator=self.gen, dtype=self.dtype)
-            uniform = torch.rand(NOISE_BLOCK, 3, self.chains, generator=self.gen, dtype=self.dtype)
+            gen, dtype = self.gen, self.dtype
+            normal = torch.randn(NOISE_BLOCK, self.chains, self.dim, generator=gen, dtype=dtype, device=gen.device)
+            uniform = torch.rand(NOISE_BLOCK, 3, self.chains, generator=gen, dtype=dtype, device=gen.device)
             self._block, self._block_next = (normal, uniform), 0
         index = self._block_next
         self._block_next += 1
@@ -304,7 +307,10 @@ class _Run:
         the state that cost more than the fused kernels themselves.
         """
         self.compile = False  # decided, whatever happens below
-        noise = step.Noise(torch.randn(self.chains, self.dim, dtype=self.dtype), torch.rand(3, self.chains, dtype=self.dtype))
+        dtype, device = self.dtype, self.gen.device
+        noise = step.Noise(
+            torch.randn(self.chains, self.dim, dtype=dtype, device=device), torch.rand(3, self.chains, dtype=dtype, device=device)
+        )
         logp, grad = self.f(self.state.pending_z)
         _, emit = step.iterate(self.state, logp, grad, noise, self.tables)
         state_packer, emit_packer = _Packer(self.state), _Packer(tuple(emit[:-1]))  # flags have no chain dim
@@ -550,7 +556,7 @@ def chain_groups(
     the ``g``-th child of ``seed`` (``numpy.random.SeedSequence``). Whoever runs the groups (forked
     workers, an executor, the ranks of a job) gets the same draws from them."""
     if init is None:
-        init = density.init_positions(config.num_chains, torch.Generator().manual_seed(seed))
+        init = density.init_positions(config.num_chains, torch.Generator(density.device).manual_seed(seed))
     groups = init.tensor_split(config.num_workers)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(groups))]
     return groups, seeds

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from probgen._device import fork_rng
 from probgen._types import SAMPLE_DIMS, Samples
 from probgen._validate import check_probability
 from probgen.models.bnn import BNN
@@ -63,7 +64,7 @@ class Prediction:
         """Central ``level`` interval of the posterior predictive, from the draws of ``y``."""
         level = check_probability("level", level)
         flat = self.y.reshape((-1,) + self.y.shape[NUM_SAMPLE_DIMS:])
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype)
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype, device=flat.device)
         lo, hi = torch.quantile(flat, q, dim=0)
         return lo, hi
 
@@ -71,7 +72,7 @@ class Prediction:
         """Central ``level`` interval of the predictive mean function ``E[y | f_s]`` (epistemic only)."""
         level = check_probability("level", level)
         flat = self.f.reshape((-1,) + self.f.shape[NUM_SAMPLE_DIMS:])[..., 0]
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype)
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=flat.dtype, device=flat.device)
         lo, hi = torch.quantile(flat, q, dim=0)
         return lo, hi
 
@@ -105,7 +106,7 @@ def predict(model: BNN, samples: Samples, x: Tensor, *, seed: int) -> Prediction
     f = network_outputs(model, samples, x)
     _, globals_ = _split(model, samples)
     lik = model.likelihood
-    with torch.no_grad(), torch.random.fork_rng():
+    with torch.no_grad(), fork_rng(f.device):
         torch.manual_seed(seed)
         d = lik.distribution(f, globals_)
         y = d.sample()

@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
+from probgen._device import device_of
 from probgen._io import load_checkpoint, save_checkpoint
 from probgen._types import SAMPLE_DIMS, Samples
 from probgen._validate import check_both_or_neither, check_seed
@@ -190,7 +191,7 @@ class PosteriorResult:
 
         :param int seed: seeds the draws; defaults to the fit's seed.
         """
-        data = self.spec.bind(args, model_kwargs, fit=False)
+        data = self.spec.bind_on(device_of(self.samples), args, model_kwargs, fit=False)
         seed = self.seed if seed is None else check_seed(seed)
         return self.spec.predict(self.samples, data, seed=seed)
 
@@ -203,7 +204,7 @@ class PosteriorResult:
         if args or model_kwargs:
             if self.spec.kind == "bnn":
                 check_both_or_neither(args[0] if args else None, args[1] if len(args) > 1 else None)
-            data = self.spec.bind(args, model_kwargs, fit=True)
+            data = self.spec.bind_on(device_of(self.samples), args, model_kwargs, fit=True)
         else:
             data = self._training()
         values = self.spec.log_likelihood(self.samples, data)

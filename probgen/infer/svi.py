@@ -55,7 +55,8 @@ from pyro.infer.autoguide import (
 from pyro.infer.autoguide.initialization import init_to_feasible, init_to_sample, init_to_value
 from torch import Tensor, nn
 
-from probgen._types import Samples, SeedLike
+from probgen._device import check_device, device_of, get_rng_state, set_rng_state
+from probgen._types import DeviceLike, Samples, SeedLike
 from probgen._validate import (
     check_choice,
     check_positive_float,
@@ -213,6 +214,8 @@ class SVI:
         priors, evaluate that same ELBO estimator directly in torch (:mod:`probgen.infer._meanfield`)
         instead of through Pyro's traces; ``False`` forces ``TraceMeanField_ELBO``. In a
         torch.distributed job steps go through Pyro's traces, whose plates take the rank's shard.
+    :param device: where :meth:`init` moves the data and this run's copy of the model (the guide's
+        parameters are then made there); ``None`` keeps them where they are.
 
     In a torch.distributed job (see the module docstring) :meth:`init` joins it, :meth:`update`
     averages the gradients and the loss over the ranks, and reading :attr:`state` gathers every
@@ -244,8 +247,13 @@ class SVI:
         init_scale: float | None = None,
         rank: int | None = None,
         fast_path: bool = True,
+        device: DeviceLike | None = None,
     ) -> None:
         self.spec = as_inference_model(model)
+        #: Where :meth:`init` puts the data and the model (``None``: where the data already are).
+        self.device = check_device(device)
+        if self.device is not None and isinstance(self.spec.model, nn.Module):
+            self.spec.model.to(self.device)  # the run's own copy of the model
         self.final_lr = None if final_lr is None else check_positive_float("final_lr", final_lr)
         self.decay_steps = check_positive_int("decay_steps", decay_steps)
         self.lr = check_positive_float("lr", lr)
@@ -278,6 +286,7 @@ class SVI:
         self._losses: list[float] = []
         self._data: ModelData | None = None
         self._rng_state = torch.get_rng_state()
+        self._device = torch.device("cpu")  # the data's, set by init
         #: This process's place in a torch.distributed job (``None``: a single process), set by :meth:`init`.
         self._job: _distributed.Job | None = None
         self._shards: _distributed.ShardPlates | None = None
@@ -328,8 +337,11 @@ class SVI:
     ) -> None:
         """Validate the data, seed the run, build the parameters and the optimiser; restore ``init_state`` if given."""
         data = self._bind(args, model_kwargs)
+        if self.device is not None and device_of(*data.args, *data.kwargs.values()) != self.device:
+            data = self.spec.bind_on(self.device, data.args, data.kwargs, fit=True)
         self._data = data
-        self._job = _distributed.join(_device_of(data))
+        self._device = self.device or device_of(*data.args, *data.kwargs.values())
+        self._job = _distributed.join(self._device)
         if self._job is not None and self.spec.kind == "bnn" and data.args[0].shape[0] < self._job.world_size:
             raise ValueError(
                 f"{data.args[0].shape[0]} rows cannot be shared by {self._job.world_size} processes; "
@@ -339,7 +351,7 @@ class SVI:
         if isinstance(init_loc, _InitFromData):
             init_loc.values = self.spec.initial_values(data)
         pyro.set_rng_seed(seed)
-        self._rng_state = torch.get_rng_state()
+        self._rng_state = get_rng_state(self._device)
         with torch.no_grad(), _local_params():
             kwargs = self._call_kwargs(data, self._subsample(data))
             self._guide_fn(*data.args, **kwargs)  # builds an autoguide's parameters
@@ -353,7 +365,7 @@ class SVI:
             # built may differ), then each rank's own random stream
             _distributed.broadcast_parameters(self._optim.param_groups[0]["params"])
             pyro.set_rng_seed(_distributed.rank_seed(seed, self._job.rank))
-            self._rng_state = torch.get_rng_state()
+            self._rng_state = get_rng_state(self._device)
             self._shards = _distributed.ShardPlates(self._job)
         if init_state is not None:
             self._restore(init_state)
@@ -380,7 +392,7 @@ class SVI:
                         store[name].copy_(value)
         assert self._optim is not None
         self._optim.load_state_dict(state.optim_state)
-        torch.set_rng_state(rng_state)
+        set_rng_state(rng_state, self._device)
         self._rng_state = rng_state.clone()
         self._step = state.step
         self._losses = state.losses.tolist()
@@ -427,7 +439,7 @@ class SVI:
         self._optim.step()
         self._step += 1
         self._losses.append(value)
-        self._rng_state = torch.get_rng_state()  # after the step: whatever runs next cannot shift it
+        self._rng_state = get_rng_state(self._device)  # after the step: whatever runs next cannot shift it
         return value
 
     def _diverged(self, value: float | str, lr: float) -> FloatingPointError:
@@ -475,7 +487,7 @@ class SVI:
             model_state=copy.deepcopy(self.model.state_dict()) if isinstance(self.model, nn.Module) else {},
             optim_state=copy.deepcopy(self._optim.state_dict()),
             rng_state=rng_state,
-            losses=torch.tensor(self._losses),
+            losses=torch.tensor(self._losses, device="cpu"),
             guide_name=self.guide_name,
             param_state={
                 "model": {k: v.detach().clone() for k, v in self.spec_params().items()},
@@ -493,14 +505,6 @@ class SVI:
             if self.spec.kind == "bnn":
                 return _bnn_guide_draws(self, num_samples)
             return _guide_draws(self, self._data, num_samples)
-
-
-def _device_of(data: ModelData) -> torch.device:
-    """Where the data live: the device of the first tensor among them (the CPU if none is one)."""
-    for value in (*data.args, *data.kwargs.values()):
-        if isinstance(value, Tensor):
-            return value.device
-    return torch.device("cpu")
 
 
 def _bnn_guide_draws(svi: SVI, num_samples: int) -> Samples:
@@ -600,12 +604,10 @@ class _EarlyStopping:
         return self.bad_checks >= self.patience
 
 
-
-
 _OPTIONS = (
     "model_kwargs", "guide", "num_steps", "lr", "final_lr", "decay_steps", "batch_size", "num_samples", "num_particles",
     "elbo", "init_scale", "rank", "fast_path", "patience", "min_delta", "eval_every", "validation",
-    "init_state", "checkpoint", "seed", "progress_bar",
+    "init_state", "checkpoint", "seed", "device", "progress_bar",
 )  # fmt: skip
 
 
@@ -632,6 +634,7 @@ def fit_svi(
     init_state: SVIState | None = None,
     checkpoint: str | None = None,
     seed: SeedLike = None,
+    device: DeviceLike | None = None,
     progress_bar: bool = True,
     **unknown: Any,
 ) -> SVIResult:
@@ -677,6 +680,9 @@ def fit_svi(
     :param SVIState init_state: resume from ``result.state`` of an earlier run (on as many processes as it ran on).
     :param str checkpoint: a path; the state is saved there every ``eval_every`` steps and at the end.
     :param int seed: seeds the run (recorded on the result); ``None`` draws one.
+    :param device: where the fit runs (``"cpu"``, ``"cuda"``, a ``torch.device``): the data and the
+        model's copy move there and the guide's parameters are made there; ``None`` (the default)
+        runs where the data are. The result's draws and predictions stay on that device.
     :returns: an :class:`~probgen.infer.results.SVIResult`.
     :raises ValueError: for inconsistent data or options, or an ``init_state`` saved by a run on
         another number of processes.
@@ -722,10 +728,11 @@ def fit_svi(
         init_scale=init_scale,
         rank=rank,
         fast_path=fast_path,
+        device=device,
     )
-    data = svi.spec.bind(args, model_kwargs, fit=True)
-    val = None if validation is None else svi.spec.bind(tuple(validation), None, fit=True)
-    job = _distributed.join(_device_of(data))
+    data = svi.spec.bind_on(svi.device, args, model_kwargs, fit=True)
+    val = None if validation is None else svi.spec.bind_on(svi.device, tuple(validation), None, fit=True)
+    job = _distributed.join(device_of(*data.args, *data.kwargs.values()))
     if job is not None:
         seed = _distributed.agree(seed)  # a seed drawn at random differs between ranks
     svi.init(data, seed=seed, init_state=init_state)

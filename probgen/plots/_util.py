@@ -61,7 +61,7 @@ def check_regression(result: PosteriorResult, caller: str) -> None:
 
 def flat_draws(draws: Tensor) -> np.ndarray:
     """Merge the ``(chain, draw)`` dims: ``(S, ...)``."""
-    return draws.reshape((-1,) + tuple(draws.shape[2:])).detach().cpu().numpy()
+    return draws.reshape((-1,) + tuple(draws.shape[2:])).detach().cpu().cpu().numpy()
 
 
 def interval_bounds(draws: np.ndarray, level: float, kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -70,7 +70,7 @@ def plot_reliability(
     labels = y_t.long()
     bins = calibration_bins(probs, labels, num_bins=num_bins)
     ece = expected_calibration_error(probs, labels, num_bins=num_bins)
-    centres, accuracy, mean_conf = bins.centres.numpy(), bins.accuracy.numpy(), bins.confidence.numpy()
+    centres, accuracy, mean_conf = bins.centres.cpu().numpy(), bins.accuracy.cpu().numpy(), bins.confidence.cpu().numpy()
 
     ax = new_axes(ax)
     ax.bar(centres, accuracy, width=bins.width, color="C0", alpha=0.6, edgecolor="C0", label="accuracy per bin")

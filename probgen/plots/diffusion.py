@@ -139,7 +139,7 @@ def plot_image_grid(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image in zip(axes.ravel(), values, strict=False):
-        ax.imshow(image[0].numpy(), cmap="gray_r", vmin=vmin, vmax=vmax)
+        ax.imshow(image[0].cpu().numpy(), cmap="gray_r", vmin=vmin, vmax=vmax)
     if title is not None:
         fig.suptitle(title)
     return fig
@@ -195,7 +195,7 @@ def plot_bound_terms(
     unit = check_choice("unit", unit, BOUND_UNITS)
     z = check_positive_float("z", z, allow_zero=True)
     scale = 1.0 if unit == "nats" else 1.0 / (bound.num_dims * math.log(2.0))
-    terms, se = bound.terms.numpy() * scale, bound.terms_se.numpy() * scale
+    terms, se = bound.terms.cpu().numpy() * scale, bound.terms_se.cpu().numpy() * scale
     steps = np.arange(1, terms.shape[0] - 1)
     ax = new_axes(ax)
     ax.errorbar(steps, terms[1:-1], yerr=z * se[1:-1], fmt=".", ms=3)
@@ -219,7 +219,7 @@ def _regression_parts(name: str, fit: Any, num_x: int) -> tuple[np.ndarray, np.n
             f"{name!r} has {parts[0].numel()} values of a single target, but x has {num_x} points; read it out at "
             "the plotted x, for a scalar target."
         )
-    mean, epistemic, aleatoric = (v.reshape(num_x).numpy() for v in parts)
+    mean, epistemic, aleatoric = (v.reshape(num_x).cpu().numpy() for v in parts)
     return mean, epistemic, aleatoric
 
 
@@ -263,7 +263,7 @@ def plot_regression_uncertainty(
         >>> [ax.get_title() for ax in fig.get_axes()]
         ['BNN', 'BNN: variance']
     """
-    grid = as_tensor("x", x, dtype=torch.float64).detach().reshape(-1).numpy()
+    grid = as_tensor("x", x, dtype=torch.float64).detach().reshape(-1).cpu().numpy()
     if not fits:
         raise ValueError("fits is empty; give at least one read-out, by label.")
     z = check_positive_float("z", z)
@@ -275,8 +275,8 @@ def plot_regression_uncertainty(
         xs = grid[order]
         top, bottom = top_axes[column], bottom_axes[column]
         if x_train is not None and y_train is not None:
-            xt = as_tensor("x_train", x_train, dtype=torch.float64).detach().reshape(-1).numpy()
-            yt = as_tensor("y_train", y_train, dtype=torch.float64).detach().reshape(-1).numpy()
+            xt = as_tensor("x_train", x_train, dtype=torch.float64).detach().reshape(-1).cpu().numpy()
+            yt = as_tensor("y_train", y_train, dtype=torch.float64).detach().reshape(-1).cpu().numpy()
             top.scatter(xt, yt, s=1, alpha=0.15, color="grey", label="training data")
         total_sd, epistemic_sd = np.sqrt(epistemic + aleatoric), np.sqrt(epistemic)
         top.fill_between(xs, mean - z * total_sd, mean + z * total_sd, color="C0", alpha=0.25, label=f"total ±{z:g} sd")

@@ -59,7 +59,7 @@ def _grid(result: PosteriorResult, x_plot: Any) -> Tensor:
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
         return torch.linspace(lo - pad, hi + pad, 200, dtype=result.x.dtype).unsqueeze(-1)
     if isinstance(x_plot, Tensor):
-        x_plot = x_plot.detach().cpu().numpy()
+        x_plot = x_plot.detach().cpu().cpu().numpy()
     values = np.asarray(x_plot)
     x_t = result.model.check_x(values.reshape(-1, 1) if values.ndim == 1 else values)
     return x_t[x_t[:, 0].argsort()]
@@ -74,13 +74,13 @@ class _Units:
         self.scaling = scaling if scaling is not None else Standardization.identity(1)
 
     def x(self, x: Tensor) -> np.ndarray:
-        return self.scaling.unscale_x(x)[:, 0].numpy()
+        return self.scaling.unscale_x(x)[:, 0].cpu().numpy()
 
     def y(self, y: Tensor | np.ndarray) -> np.ndarray:
-        return self.scaling.unscale_y(torch.as_tensor(y)).numpy()
+        return self.scaling.unscale_y(torch.as_tensor(y)).cpu().numpy()
 
     def variance(self, var: Tensor) -> np.ndarray:
-        return (var * self.scaling.y_std**2).numpy()
+        return (var * self.scaling.y_std**2).cpu().numpy()
 
 
 def _mean_function(result: PosteriorResult, pred: Prediction) -> Tensor:
@@ -149,8 +149,8 @@ def plot_predictive(
         picks = np.unique(np.linspace(0, functions.shape[0] - 1, num_functions).round().astype(int))
         for j, s in enumerate(picks):
             ax.plot(grid, functions[s], color="C1", lw=0.8, alpha=0.8, label="function draws" if j == 0 else None)
-    ax.plot(grid, units.y(pred.mean.numpy()), color="k", lw=1.5, label="posterior mean")
-    ax.scatter(units.x(result.x), units.y(result.y.numpy()), s=12, color="k", alpha=0.7, zorder=3, label="data")
+    ax.plot(grid, units.y(pred.mean.cpu().numpy()), color="k", lw=1.5, label="posterior mean")
+    ax.scatter(units.x(result.x), units.y(result.y.cpu().numpy()), s=12, color="k", alpha=0.7, zorder=3, label="data")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title("Posterior predictive")
@@ -284,7 +284,7 @@ def plot_posterior_comparison(
     for ax, (site, index), label in zip(top_axes, entries, labels):
         for i, (name, r) in enumerate(fits.items()):
             key: tuple[slice | int, ...] = (slice(None), *index)
-            values = r.get_samples()[site][key].numpy()
+            values = r.get_samples()[site][key].cpu().numpy()
             with arviz_plotting():
                 az.plot_dist(values, ax=ax, color=f"C{i}", label=name)
         ax.set_xlabel(_format_label(site, index))
@@ -331,11 +331,11 @@ def plot_predicted_vs_observed(
     if result.model.likelihood.is_classification:
         raise ValueError("plot_predicted_vs_observed is for regressions; use plot_calibration for a classifier.")
     units = _Units(scaling)
-    x_t = result.model.check_x(x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x))
+    x_t = result.model.check_x(x.detach().cpu().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x))
     pred = result.predict(x_t)
-    lower, upper = (units.y(bound.numpy()) for bound in pred.interval(level))
-    mean = units.y(pred.mean.numpy())
-    observed = units.y(torch.as_tensor(y).numpy())
+    lower, upper = (units.y(bound.cpu().numpy()) for bound in pred.interval(level))
+    mean = units.y(pred.mean.cpu().numpy())
+    observed = units.y(torch.as_tensor(y).cpu().numpy())
     inside = float(np.mean((observed >= lower) & (observed <= upper)))
     ax = new_axes(ax)
     ax.errorbar(mean, observed, xerr=np.stack([mean - lower, upper - mean]), fmt="o", ms=3, color="C0",

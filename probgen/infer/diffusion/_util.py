@@ -21,8 +21,8 @@ def check_chain(chain: Any) -> DiffusionChain:
 
 
 def check_data(chain: DiffusionChain, data: Any, name: str = "data") -> Tensor:
-    """``data`` as a tensor of rows ``(N, *event_shape)`` in the chain's dtype."""
-    data = as_tensor(name, data, dtype=chain._dtype())
+    """``data`` as a tensor of rows ``(N, *event_shape)`` in the chain's dtype, on its device."""
+    data = as_tensor(name, data, dtype=chain._dtype()).to(chain.device)
     if tuple(data.shape[1:]) != tuple(chain.event_shape):
         raise ValueError(
             f"{name} must have shape (N, {', '.join(map(str, chain.event_shape))}) to match the chain's "
@@ -39,7 +39,8 @@ def check_condition(chain: DiffusionChain, condition: Any, num_rows: int, rows_o
 
     :param str rows_of: what has the rows, for messages (``"data"``).
     """
-    return chain._check_condition("condition", condition, torch.Size([num_rows]), rows_of)
+    checked = chain._check_condition("condition", condition, torch.Size([num_rows]), rows_of)
+    return None if checked is None else checked.to(chain.device)
 
 
 def repeat_rows(values: Tensor, times: int) -> Tensor:
@@ -114,5 +115,5 @@ def weight_draws(source: Any, num_posterior_draws: Any, seed: int, *, what: str,
     num_draws = check_positive_int("num_posterior_draws", num_posterior_draws)
     if num_draws < min_draws:
         raise ValueError(f"{what} needs num_posterior_draws >= {min_draws} (a variance over draws), got {num_draws}.")
-    generator = torch.Generator().manual_seed(weight_seed(seed))
+    generator = torch.Generator(chain.device).manual_seed(weight_seed(seed))
     return WeightDraws(chain, posterior.sample(num_draws, generator), num_draws, "posterior")

@@ -63,7 +63,7 @@ def _reinitialise(net: nn.Module, seed: int) -> None:
             f"the net ({type(net).__name__}) has no submodule with reset_parameters(), so the members cannot be "
             "initialised independently; pass reinitialise=False to start every member from the net's weights."
         )
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         for module in modules:
             cast(Callable[[], None], getattr(module, "reset_parameters"))()

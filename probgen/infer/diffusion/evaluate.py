@@ -151,9 +151,9 @@ def evaluate_bound(
     batch_size = check_positive_int("batch_size", batch_size)
     seed = check_seed(seed)
     start = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(chain.device).manual_seed(seed)
     num_timesteps = chain.num_timesteps
-    terms = torch.empty(data.shape[0], num_timesteps + 1, dtype=torch.float64)
+    terms = torch.empty(data.shape[0], num_timesteps + 1, dtype=torch.float64, device=chain.device)
     enabled = progress_enabled(progress_bar)
     with torch.no_grad(), make_progress_bar(num_timesteps, desc="evaluate_bound", enabled=enabled) as bar:
         for t in range(1, num_timesteps + 1):
@@ -161,7 +161,7 @@ def evaluate_bound(
             for first in range(0, data.shape[0], batch_size):
                 x0 = data[first : first + batch_size]
                 c = None if cond is None else cond[first : first + batch_size]
-                noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
+                noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator, device=x0.device)
                 # column t-1 holds L_{t-1}: the decoder term at t = 1, the closed-form KLs after
                 terms[first : first + batch_size, t - 1] = chain.vlb_term(x0, t, noise, condition=c).double()
         for first in range(0, data.shape[0], batch_size):
@@ -177,7 +177,7 @@ def evaluate_bound(
         bits_per_dim=nats * scale,
         bits_per_dim_se=nats_se * scale,
         terms=terms.mean(dim=0),
-        terms_se=terms.std(dim=0) / math.sqrt(n) if n > 1 else torch.full((num_timesteps + 1,), float("nan")),
+        terms_se=terms.std(dim=0) / math.sqrt(n) if n > 1 else torch.full((num_timesteps + 1,), float("nan"), device=chain.device),
         per_example=per_example,
         per_example_terms=terms,
         data=data,
@@ -201,14 +201,14 @@ def _evaluate_draws(
     batch_size = check_positive_int("batch_size", batch_size)
     seed = check_seed(seed)
     draws = weight_draws(source, num_posterior_draws, seed, what="evaluate_bound")
-    generator = torch.Generator().manual_seed(seed)  # the noise of the point-estimate evaluation with this seed
+    generator = torch.Generator(draws.chain.device).manual_seed(seed)  # the point-estimate evaluation's noise
     chain, weights, num_draws = draws.chain, draws.weights, draws.num_draws
     data = check_data(chain, data)
     cond = check_condition(chain, condition, data.shape[0], "data")
     start = time.perf_counter()
     num_timesteps = chain.num_timesteps
     n = data.shape[0]
-    terms = torch.empty(num_draws, n, num_timesteps + 1, dtype=torch.float64)
+    terms = torch.empty(num_draws, n, num_timesteps + 1, dtype=torch.float64, device=chain.device)
     enabled = progress_enabled(progress_bar)
     with torch.no_grad(), make_progress_bar(num_timesteps, desc="evaluate_bound", enabled=enabled) as bar:
         for t in range(1, num_timesteps + 1):
@@ -216,7 +216,7 @@ def _evaluate_draws(
             for first in range(0, n, batch_size):
                 x0 = data[first : first + batch_size]
                 c = None if cond is None else cond[first : first + batch_size]
-                noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
+                noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator, device=x0.device)
                 # the same x0 and noise under every draw: (S, B, ...) views, one vectorised call
                 shared = (num_draws, *x0.shape)
                 value = chain.vlb_term(x0.expand(shared), t, noise.expand(shared), condition=c, weights=weights)
@@ -230,7 +230,9 @@ def _evaluate_draws(
     se_points = float(mean.std() / math.sqrt(n)) if n > 1 else float("nan")
     se_draws = float(per_example.mean(dim=1).std() / math.sqrt(num_draws)) if num_draws > 1 else 0.0
     nats_se = math.sqrt(se_points**2 + se_draws**2)
-    epistemic_std = per_example.std(dim=0) if num_draws > 1 else torch.full((n,), float("nan"), dtype=torch.float64)
+    epistemic_std = (
+        per_example.std(dim=0) if num_draws > 1 else torch.full((n,), float("nan"), dtype=torch.float64, device=chain.device)
+    )
     weight_kl = None
     if draws.source == "posterior" and chain.weight_posterior is not None:
         with torch.no_grad():

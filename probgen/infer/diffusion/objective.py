@@ -60,6 +60,7 @@ class TimestepSampler:
     :param str timestep_sampling: ``"uniform"`` or ``"importance"``.
     :param int history: terms remembered per step.
     :param float uniform_prob: the uniform share of the mixture.
+    :param device: where its statistics and probabilities live (the data's); the CPU by default.
 
     Example::
 
@@ -76,6 +77,7 @@ class TimestepSampler:
         *,
         history: int = 10,
         uniform_prob: float = 0.001,
+        device: torch.device | None = None,
     ) -> None:
         self.num_timesteps = check_positive_int("num_timesteps", num_timesteps)
         self.timestep_sampling: TimestepSampling = check_choice(
@@ -83,12 +85,12 @@ class TimestepSampler:
         )
         self.history = check_positive_int("history", history)
         self.uniform_prob = check_probability("uniform_prob", uniform_prob)
-        self.squares = torch.zeros(self.num_timesteps, self.history, dtype=torch.float64)
-        self.counts = torch.zeros(self.num_timesteps, dtype=torch.long)
+        self.squares = torch.zeros(self.num_timesteps, self.history, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(self.num_timesteps, dtype=torch.long, device=device)
 
     def probs(self) -> Tensor:
         """The current ``p(t)`` for ``t = 1..T`` (float64, shape ``(T,)``)."""
-        uniform = torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64)
+        uniform = torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64, device=self.counts.device)
         if self.timestep_sampling == "uniform" or bool((self.counts < self.history).any()):
             return uniform
         # [2] Section 3.3: p_t ∝ sqrt(E[L_t^2]), estimated from the last `history` values of each term
@@ -112,7 +114,7 @@ class TimestepSampler:
         order = torch.argsort(index, stable=True)
         index, values = index[order], terms.detach().double()[order]
         in_batch = torch.bincount(index, minlength=self.num_timesteps)
-        rank = torch.arange(index.shape[0]) - (torch.cumsum(in_batch, 0) - in_batch)[index]
+        rank = torch.arange(index.shape[0], device=index.device) - (torch.cumsum(in_batch, 0) - in_batch)[index]
         keep = rank >= in_batch[index] - self.history
         slot = (self.counts[index] + rank) % self.history
         self.squares[index[keep], slot[keep]] = values[keep] ** 2
@@ -124,8 +126,8 @@ class TimestepSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`."""
-        self.squares = state["squares"].clone()
-        self.counts = state["counts"].clone()
+        self.squares = state["squares"].to(self.squares.device, copy=True)
+        self.counts = state["counts"].to(self.counts.device, copy=True)
 
 
 class BoundEstimate(NamedTuple):
@@ -179,13 +181,13 @@ def estimate_bound(
     x0 = chain._check_x("x0", x0)
     num_timesteps = chain.num_timesteps
     probs = (
-        torch.full((num_timesteps,), 1.0 / num_timesteps, dtype=torch.float64)
+        torch.full((num_timesteps,), 1.0 / num_timesteps, dtype=torch.float64, device=x0.device)
         if timestep_probs is None
         else timestep_probs
     )
     t = torch.multinomial(probs, x0.shape[0], replacement=True, generator=generator) + 1
     step_weights = (1.0 / probs[t - 1]).to(x0.dtype)
-    noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
+    noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator, device=x0.device)
     terms = chain.vlb_term(x0, t, noise, condition=condition, weights=weights)
     # L_T exactly plus the importance-weighted term: E_t[L_{t-1} / p(t)] = sum_t L_{t-1}
     return BoundEstimate(loss=chain.prior_kl(x0) + step_weights * terms, t=t, terms=terms)
@@ -287,7 +289,7 @@ def eps_mse(
     """
     condition = check_condition(chain, condition, x0.shape[0], "x0")
     # [1] eq. 14, L_simple: E_{t, eps} ||eps - eps_theta(x_t, t)||^2, mean over dimensions
-    t = torch.randint(1, chain.num_timesteps + 1, (x0.shape[0],), generator=generator)
-    noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
+    t = torch.randint(1, chain.num_timesteps + 1, (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, dtype=x0.dtype, generator=generator, device=x0.device)
     out = chain.p_mean_variance(chain.q_sample(x0, t, noise), t, condition=condition)
     return (noise - out.pred_eps).pow(2).flatten(1).mean(1)

@@ -33,6 +33,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
+from probgen._device import fork_rng
 from probgen._validate import check_positive_int, check_probability, check_seed
 from probgen.infer.diffusion._util import check_condition, check_data, repeat_rows
 from probgen.infer.diffusion._util import check_chain as _check_any_chain
@@ -75,11 +76,11 @@ def _run_model(
     condition: Tensor | None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run ``chain.model`` for ``prod(lead)`` rows and their ``condition``; return ``x_0``, trajectory, steps."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
+    with fork_rng(chain.device), torch.no_grad(), poutine.block():
         torch.manual_seed(seed)
         model = chain.model if messenger is None else messenger(chain.model)
         trace = poutine.trace(model).get_trace(num_samples=math.prod(lead), condition=condition)
-    steps = torch.arange(chain.num_timesteps, -1, -1)
+    steps = torch.arange(chain.num_timesteps, -1, -1, device="cpu")  # a record of the steps, read on the host
     values: dict[str, Tensor] = {
         name: cast(Tensor, site["value"]) for name, site in trace.nodes.items() if site["type"] == "sample"
     }
@@ -199,7 +200,7 @@ def sample_conditional(
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a boolean tensor, got dtype {mask.dtype}.")
     try:
-        mask = mask.expand_as(x_observed)
+        mask = mask.to(x_observed.device).expand_as(x_observed)
     except RuntimeError as error:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to x_observed's shape {tuple(x_observed.shape)}."
@@ -221,8 +222,8 @@ def sample_conditional(
 
 
 def _ddim_steps(num_sampling_steps: int, num_timesteps: int) -> list[int]:
-    steps = torch.linspace(1, num_timesteps, num_sampling_steps, dtype=torch.float64).round().long().unique().tolist()
-    return [int(s) for s in steps]
+    steps = torch.linspace(1, num_timesteps, num_sampling_steps, dtype=torch.float64, device="cpu").round().long().unique()
+    return [int(s) for s in steps.tolist()]
 
 
 def ddim_step(
@@ -311,9 +312,9 @@ def sample_ddim(
     lead = (num_chains, num_samples)
     steps = _ddim_steps(num_sampling_steps, num_timesteps)
     states = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with fork_rng(chain.device), torch.no_grad():
         torch.manual_seed(seed)
-        x = torch.randn((math.prod(lead), *chain.event_shape), dtype=chain._dtype())
+        x = torch.randn((math.prod(lead), *chain.event_shape), dtype=chain._dtype(), device=chain.device)
         states.append(x)
         for t, t_prev in zip(steps[:0:-1], steps[-2::-1], strict=True):
             x = ddim_step(chain, x, t, t_prev, eta=eta, condition=cond)
@@ -327,6 +328,6 @@ def sample_ddim(
             x = chain.decoder.mode(out.mean)
         states.append(x)
     return _result(
-        chain, "ddim", seed, start, samples=_draws(x, lead), steps=torch.tensor(steps[::-1] + [0]),
+        chain, "ddim", seed, start, samples=_draws(x, lead), steps=torch.tensor(steps[::-1] + [0], device="cpu"),
         trajectory=_trajectory(states, lead) if return_chain else None, eta=eta,
     )  # fmt: skip

@@ -44,6 +44,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from probgen._device import check_device
+from probgen._types import DeviceLike
 from probgen._validate import check_choice, check_positive_float, check_positive_int, check_probability, check_seed
 from probgen.infer import _distributed
 from probgen.infer._progress import make_progress_bar, progress_enabled
@@ -155,6 +157,7 @@ def fit_diffusion(
     init_state: DiffusionTrainState | None = None,
     progress_bar: bool = True,
     condition: Tensor | None = None,
+    device: DeviceLike | None = None,
 ) -> DiffusionFitResult:
     """Train a copy of ``chain``'s network by Adam on minibatches of ``data``.
 
@@ -207,6 +210,10 @@ def fit_diffusion(
     :param condition: for a conditional chain (required there, refused otherwise), the condition of
         each data row: class labels ``(N,)`` (integers in ``[0, num_classes)``) or covariates
         ``(N, cond_dim)``; a single row serves every data row.
+    :param device: where training runs (``"cpu"``, ``"cuda"``, a ``torch.device``): the net's copy,
+        the weight posterior, the data and the random stream go there, and the fitted chain and its
+        losses stay there; ``None`` (the default) trains where ``chain``'s net is. A checkpoint
+        resumes on the device it was written on (its random state is that device's stream).
     :returns: a :class:`~probgen.infer.results.DiffusionFitResult`.
     :raises ValueError: for bad sizes or options, data of the wrong shape, a condition that is
         missing, unexpected or does not match the data, an ``init_state`` whose options or chain differ,
@@ -244,8 +251,10 @@ def fit_diffusion(
         torch.Size([3, 2, 16])
     """
     chain = check_chain(chain)
-    data = check_data(chain, data)
+    target = check_device(device) or chain.device
+    data = check_data(chain, data).to(target)
     cond = check_condition(chain, condition, data.shape[0], "data")
+    cond = None if cond is None else cond.to(target)
     num_steps = check_positive_int("num_steps", num_steps)
     batch_size = check_positive_int("batch_size", batch_size)
     lr = check_positive_float("lr", lr)
@@ -289,9 +298,9 @@ def fit_diffusion(
         decay_steps = num_steps if decay_steps is None else decay_steps
 
     start = time.perf_counter()
-    net = copy.deepcopy(chain.net)
+    net = copy.deepcopy(chain.net).to(target)
     trained = chain.replace_net(net)
-    posterior = None if chain.weight_posterior is None else copy.deepcopy(chain.weight_posterior)
+    posterior = None if chain.weight_posterior is None else copy.deepcopy(chain.weight_posterior).to(target)
     trained.weight_posterior = posterior
     # what Adam moves and an EMA averages: the net, or for a Bayesian chain its deterministic parameters and q(w)
     averaged: nn.Module = net
@@ -316,8 +325,8 @@ def fit_diffusion(
         ema = AveragedModel(averaged, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         ema.module.requires_grad_(False)
         ema.update_parameters(averaged)  # the average starts at the initial weights
-    sampler = TimestepSampler(chain.num_timesteps, timestep_sampling)
-    generator = torch.Generator()
+    sampler = TimestepSampler(chain.num_timesteps, timestep_sampling, device=target)
+    generator = torch.Generator(target)
     step = 0
     if state is not None:
         net.load_state_dict(state.net_state)
@@ -364,7 +373,7 @@ def fit_diffusion(
             weight_state=None if posterior is None else copy.deepcopy(posterior.state_dict()),
         )
 
-    losses = torch.empty(num_steps, dtype=torch.float64)
+    losses = torch.empty(num_steps, dtype=torch.float64, device=target)
     # this rank's rows (all of them in one process): rank r of W owns r, r + W, r + 2W, ...
     rank, world = (0, 1) if job is None else job
     num_own = _distributed.shard_size(data.shape[0], rank, world) if job is not None else data.shape[0]
@@ -372,7 +381,7 @@ def fit_diffusion(
     net.train()
     with make_progress_bar(num_steps, desc="fit_diffusion", enabled=main and progress_enabled(progress_bar)) as bar:
         for i in range(num_steps):
-            index = rank + world * torch.randint(num_own, (batch_size,), generator=generator)
+            index = rank + world * torch.randint(num_own, (batch_size,), generator=generator, device=target)
             x0 = data[index]
             c = None if cond is None else cond[index]  # the condition rows of the minibatch's data rows
             if posterior is not None:

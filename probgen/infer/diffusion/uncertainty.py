@@ -137,7 +137,7 @@ def sample_uncertainty(
         raise ValueError(f"num_ancestral must be at least 2 (a variance within a draw), got {num_ancestral}.")
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         draws = weight_draws(
             source, num_posterior_draws, seed, what="sample_uncertainty", min_draws=2
@@ -148,7 +148,7 @@ def sample_uncertainty(
         if not 2 <= num_steps <= T:
             raise ValueError(f"num_sampling_steps must lie in [2, {T}] (the chain's num_timesteps), got {num_steps}.")
         cond = _rows_condition(chain, condition, num_samples)
-        x_T = torch.randn((num_samples, *chain.event_shape), dtype=chain._dtype())
+        x_T = torch.randn((num_samples, *chain.event_shape), dtype=chain._dtype(), device=chain.device)
         steps = _ddim_steps(num_steps, T)
         # 1. DDIM under every draw from the same x_T: (S, M, ...)
         ddim = _ddim(chain, x_T.expand(num_draws, *x_T.shape), weights, cond, steps)
@@ -168,7 +168,7 @@ def sample_uncertainty(
         total_var=epistemic + aleatoric,
         condition=cond,
         source=draws.source,
-        steps=torch.tensor(steps[::-1] + [0]),
+        steps=torch.tensor(steps[::-1] + [0], device="cpu"),
         seed=seed,
         wall_time=time.perf_counter() - start,
         chain_config=chain.describe(),
@@ -226,7 +226,7 @@ def predictive_uncertainty(
         raise ValueError(f"num_samples must be at least 2 (a variance within a draw), got {num_samples}.")
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         draws = weight_draws(
             source, num_posterior_draws, seed, what="predictive_uncertainty", min_draws=2
@@ -235,7 +235,7 @@ def predictive_uncertainty(
         num_conditions = _num_conditions(condition)
         cond = check_condition(chain, condition, num_conditions, "the conditions")
         rows = num_samples * num_conditions  # row k * N + i is sample k at condition i
-        x_T = torch.randn((num_draws, rows, *chain.event_shape), dtype=chain._dtype())
+        x_T = torch.randn((num_draws, rows, *chain.event_shape), dtype=chain._dtype(), device=chain.device)
         samples = _ancestral(chain, x_T, weights, None if cond is None else repeat_rows(cond, num_samples))
         samples = samples.reshape(num_draws, num_samples, num_conditions, *chain.event_shape)
     pooled = samples.reshape(num_draws * num_samples, num_conditions, *chain.event_shape)
@@ -293,7 +293,7 @@ def mutual_information(
     num_samples = check_positive_int("num_samples", num_samples)
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
         draws = weight_draws(
             source, num_posterior_draws, seed, what="mutual_information", min_draws=2
@@ -301,9 +301,9 @@ def mutual_information(
         chain, weights, num_draws = draws.chain, draws.weights, draws.num_draws
         cond = _rows_condition(chain, condition, num_samples)
         T = chain.num_timesteps
-        x = torch.randn((num_samples, *chain.event_shape), dtype=chain._dtype())
-        per_step = torch.empty(T, num_samples, dtype=torch.float64)
-        rows = torch.arange(num_samples)
+        x = torch.randn((num_samples, *chain.event_shape), dtype=chain._dtype(), device=chain.device)
+        per_step = torch.empty(T, num_samples, dtype=torch.float64, device=chain.device)
+        rows = torch.arange(num_samples, device=chain.device)
         for index, t in enumerate(range(T, 0, -1)):
             out = chain.p_mean_variance(x.expand(num_draws, *x.shape), t, condition=cond, weights=weights)
             variance = out.variance[0]  # sigma_t^2, shared by the draws
@@ -311,7 +311,7 @@ def mutual_information(
             # mixture's variance (ddof=0) in a Gaussian's entropy bounds the mutual information above
             spread = out.mean.var(dim=0, unbiased=False)
             per_step[index] = (0.5 * sum_event(torch.log1p(spread / variance), chain.event_dim)).double()
-            pick = torch.randint(num_draws, (num_samples,))
+            pick = torch.randint(num_draws, (num_samples,), device=chain.device)
             mean = out.mean[pick, rows]
             scale = variance.sqrt().expand_as(mean)
             x = chain.decoder.distribution(mean, scale).sample() if t == 1 else mean + scale * torch.randn_like(mean)
@@ -319,7 +319,7 @@ def mutual_information(
         samples=x,
         per_step=per_step,
         score=per_step.mean(dim=0),
-        steps=torch.arange(T, 0, -1),
+        steps=torch.arange(T, 0, -1, device="cpu"),
         condition=cond,
         source=draws.source,
         num_posterior_draws=num_draws,

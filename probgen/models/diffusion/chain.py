@@ -65,9 +65,11 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from probgen._device import check_device
 from probgen._math import normal_kl
+from probgen._types import DeviceLike
 from probgen._validate import as_tensor, check_choice, check_positive_int
-from probgen.models.diffusion._util import check_condition, check_condition_options, describe_condition, sum_event
+from probgen.models.diffusion._util import check_condition, check_condition_options, sum_event
 from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
 from probgen.models.diffusion.schedules import Schedule
 from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, MeanFieldWeights, call_with_weights, check_weights
@@ -216,6 +218,7 @@ class DiffusionChain:
         #: The variational posterior ``q(w)`` over the Bayesian parameters, else ``None``.
         self.weight_posterior: MeanFieldWeights | None = None
         self._prior_cache: tuple[Any, dict[str, Any]] | None = None
+        self._tables: dict[tuple[int, torch.device], Tensor] = {}
         if prior is not None:
             sites = prior.apply(net)
             start = {name: param for name, param in net.named_parameters() if name in sites}
@@ -357,14 +360,39 @@ class DiffusionChain:
             return param.dtype
         return torch.get_default_dtype()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the net's parameters are (the CPU for a net without any); data and samples go there."""
+        for param in self.net.parameters():
+            return param.device
+        return torch.device("cpu")
+
+    def to(self, device: DeviceLike) -> DiffusionChain:
+        """Move the net (and a Bayesian chain's weight posterior) to ``device``, in place like ``nn.Module.to``; returns the chain."""
+        target = check_device(device)
+        assert target is not None
+        self.net.to(target)
+        if self.weight_posterior is not None:
+            self.weight_posterior.to(target)
+        return self
+
+    def _table(self, values: Tensor, device: torch.device) -> Tensor:
+        """A schedule's tensor on ``device``, copied there once and kept."""
+        if values.device == device:
+            return values
+        key = (id(values), device)
+        if key not in self._tables:
+            self._tables[key] = values.to(device)
+        return self._tables[key]
+
     def _steps(self, t: Tensor | int, like: Tensor) -> Tensor:
         """``t`` as a long tensor of the batch shape of ``like``."""
         batch_shape = like.shape[: like.dim() - self.event_dim]
-        return torch.as_tensor(t, dtype=torch.long).expand(batch_shape)
+        return torch.as_tensor(t, dtype=torch.long, device=like.device).expand(batch_shape)
 
     def _gather(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """``values[t - 1]`` in ``like``'s dtype, shaped to broadcast against ``like``."""
-        out = values[t - 1].to(like.dtype)
+        out = self._table(values, like.device)[t - 1].to(like.dtype)
         return out.reshape(t.shape + (1,) * self.event_dim)
 
     def _check_condition(
@@ -528,7 +556,8 @@ class DiffusionChain:
         """``L_T = KL(q(x_T | x_0) || N(0, I))`` per data point, in nats ([1] eq. 5). No network call."""
         t = self._steps(self.num_timesteps, x0)
         mean = self._gather(self.schedule.sqrt_alphas_cumprod, t, x0) * x0
-        log_var = self._gather(1.0 - self.schedule.alphas_cumprod, t, x0).log()
+        alpha_bar = self._gather(self.schedule.alphas_cumprod, t, t.double())  # in the schedule's float64
+        log_var = (1.0 - alpha_bar).to(x0.dtype).log()
         kl = normal_kl(mean, log_var.expand_as(mean), torch.zeros_like(mean), torch.zeros_like(mean))
         return sum_event(kl, self.event_dim)
 
@@ -613,12 +642,12 @@ class DiffusionChain:
         cond = self._check_condition("condition", condition, (n,), rows_of)
         dtype = x0.dtype if x0 is not None else self._dtype()
         weights = self._weight_sites(self.weight_priors())
-        with pyro.plate("data", n, subsample_size=subsample_size) as rows:
+        with pyro.plate("data", n, subsample_size=subsample_size, device=str(self.device)) as rows:
             index = cast(Tensor, rows)  # the minibatch's rows (all of them without subsample_size)
             if index.shape[0] != n:  # a minibatch of the rows, scaled by N / B by the plate
                 x0 = None if x0 is None else x0[index]
                 cond = None if cond is None else cond[index]
-            zeros = torch.zeros((index.shape[0], *self.event_shape), dtype=dtype)
+            zeros = torch.zeros((index.shape[0], *self.event_shape), dtype=dtype, device=self.device)
             x = pyro.sample(f"x_{self.num_timesteps}", dist.Normal(zeros, 1.0).to_event(self.event_dim))
             for t in pyro.markov(range(self.num_timesteps, 1, -1)):
                 out = self._p_mean_variance(x, self._steps(t, x), cond, weights)
@@ -668,7 +697,7 @@ class DiffusionChain:
         T = self.num_timesteps
         if self.weight_posterior is not None:
             self._weight_sites(self.weight_posterior.distributions())
-        with pyro.plate("data", x0.shape[0], subsample_size=subsample_size) as rows:
+        with pyro.plate("data", x0.shape[0], subsample_size=subsample_size, device=str(x0.device)) as rows:
             index = cast(Tensor, rows)
             if index.shape[0] != x0.shape[0]:
                 x0 = x0[index]
@@ -698,7 +727,7 @@ class DiffusionChain:
         x0 = self._check_x("x0", x0)
         if self.weight_posterior is not None:  # a Bayesian chain's weights first, as in guide
             self._weight_sites(self.weight_posterior.distributions())
-        with pyro.plate("data", x0.shape[0]):
+        with pyro.plate("data", x0.shape[0], device=str(x0.device)):
             x = x0
             for step in pyro.markov(range(1, self.num_timesteps + 1)):
                 t = self._steps(step, x0)

@@ -98,7 +98,7 @@ class DiscretizedNormal(TorchDistribution):
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
         with torch.no_grad():
             shape = self._extended_shape(torch.Size(sample_shape))
-            x = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(shape, dtype=self.loc.dtype)
+            x = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
             return self.round(x)
 
     def round(self, x: Tensor) -> Tensor:

@@ -67,7 +67,7 @@ class InpaintMessenger(Messenger):
         super().__init__()
         self.chain = chain
         self.x_observed = chain._check_x("x_observed", x_observed)
-        self.mask = torch.as_tensor(mask, dtype=torch.bool).expand_as(self.x_observed)
+        self.mask = torch.as_tensor(mask, dtype=torch.bool, device=self.x_observed.device).expand_as(self.x_observed)
 
     def _pyro_sample(self, msg: Any) -> None:
         match = _SITE.match(str(msg["name"]))

@@ -74,7 +74,7 @@ def linear_schedule(num_timesteps: int) -> Tensor:
     """
     num_timesteps = _check_num_timesteps(num_timesteps)
     scale = 1000.0 / num_timesteps
-    betas = torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    betas = torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64, device="cpu")
     return betas.clamp(max=_MAX_BETA)
 
 
@@ -98,7 +98,7 @@ def cosine_schedule(num_timesteps: int, *, offset: float = 0.008) -> Tensor:
     """
     num_timesteps = _check_num_timesteps(num_timesteps)
     offset = check_positive_float("offset", offset, allow_zero=True)
-    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64, device="cpu") / num_timesteps
     # [2] eq. 17: alpha_bar(t) = f(t) / f(0), f(t) = cos^2(pi/2 * (t/T + s) / (1 + s))
     f = torch.cos((steps + offset) / (1.0 + offset) * math.pi / 2) ** 2
     alphas_cumprod = f / f[0]
@@ -137,7 +137,7 @@ def log_snr_schedule(num_timesteps: int, *, log_snr_start: float = 7.0, log_snr_
         raise ValueError(
             f"log_snr_end must be below log_snr_start (the SNR falls with t), got {log_snr_start} and {log_snr_end}."
         )
-    log_snr = torch.linspace(float(log_snr_start), float(log_snr_end), num_timesteps, dtype=torch.float64)
+    log_snr = torch.linspace(float(log_snr_start), float(log_snr_end), num_timesteps, dtype=torch.float64, device="cpu")
     alphas_cumprod = torch.sigmoid(log_snr)
     previous = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
     return (1.0 - alphas_cumprod / previous).clamp(max=_MAX_BETA)
