@@ -144,28 +144,26 @@ def test_svi_of_a_pyro_program_keeps_to_the_device():
 # -- NUTS ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [_bnn, lambda: _regression], ids=["flat-bnn", "trace-kernel"])
-def test_nuts_keeps_to_the_device(model):
+def _guarded_nuts(model, num: int, compile: bool):  # type: ignore[no-untyped-def]
     x, y = _data()
     with _quiet():
         fit = _guarded(
-            lambda: fit_nuts(model(), x, y, num_warmup=20, num_samples=20, num_chains=2, num_workers=1, seed=0,
-                             device="cpu", compile=False, progress_bar=False)
+            lambda: fit_nuts(model, x, y, num_warmup=num, num_samples=num, num_chains=2, num_workers=1, seed=0,
+                             device="cpu", compile=compile, progress_bar=False)
         )  # fmt: skip
-    assert all(v.shape[:2] == (2, 20) for v in fit.samples.values())
+    assert all(v.shape[:2] == (2, num) for v in fit.samples.values())
     _guarded(lambda: fit.predict(x))
+
+
+@pytest.mark.parametrize("model", [_bnn, lambda: _regression], ids=["flat-bnn", "trace-kernel"])
+def test_nuts_keeps_to_the_device(model):
+    _guarded_nuts(model(), 20, compile=False)
 
 
 @pytest.mark.slow
 def test_compiled_nuts_keeps_to_the_device():
     """The compiled sampler's inputs (state, noise, tables) are made on the device; the compiler itself is not watched."""
-    x, y = _data()
-    with _quiet():
-        fit = _guarded(
-            lambda: fit_nuts(_bnn(), x, y, num_warmup=150, num_samples=150, num_chains=2, num_workers=1, seed=0,
-                             device="cpu", compile=True, progress_bar=False)
-        )  # fmt: skip
-    assert all(v.shape[:2] == (2, 150) for v in fit.samples.values())
+    _guarded_nuts(_bnn(), 150, compile=True)
 
 
 # -- diffusion -----------------------------------------------------------------------------------
