@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -88,6 +89,20 @@ def _ancestral(chain: DiffusionChain, x: Tensor, weights: Mapping[str, Tensor], 
 
 def _rows_condition(chain: DiffusionChain, condition: Any, num_rows: int) -> Tensor | None:
     return check_condition(chain, condition, num_rows, f"the samples (num_samples={num_rows})")
+
+
+
+def _warn_if_diverged(outputs: Tensor, sampler: str) -> None:
+    """Warn when some weight draws (dim 0 of ``outputs``) gave non-finite samples: their variances are then inf or NaN."""
+    bad = ~torch.isfinite(outputs.reshape(outputs.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        warnings.warn(
+            f"{int(bad.sum())} of {outputs.shape[0]} weight draws gave non-finite {sampler} samples (the chain diverged "
+            "under them), so the variances of those samples are inf or NaN; a narrower prior or posterior, or more "
+            "training, keeps the draws in range.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def sample_uncertainty(
@@ -157,6 +172,8 @@ def sample_uncertainty(
         run_cond = None if cond is None else repeat_rows(cond, num_ancestral)
         runs = _ancestral(chain, starts.expand(num_draws, *starts.shape), weights, run_cond)
         ancestral = runs.reshape(num_draws, num_ancestral, num_samples, *chain.event_shape)
+    _warn_if_diverged(ddim, "DDIM")
+    _warn_if_diverged(ancestral, "ancestral")
     epistemic = ddim.var(dim=0)
     aleatoric = ancestral.var(dim=1).mean(dim=0)
     return SampleUncertainty(

@@ -123,6 +123,23 @@ def test_sample_uncertainty_splits_ddim_and_ancestral_spread():
     assert torch.equal(result.steps, torch.arange(20, -1, -1))
 
 
+def test_sample_uncertainty_warns_when_a_weight_draw_diverges(monkeypatch):
+    from probgen.infer.diffusion import uncertainty
+
+    real = uncertainty._ddim
+
+    def one_draw_overflows(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs).clone()
+        out[1] = float("inf")  # as a chain under a far-out weight draw gives
+        return out
+
+    monkeypatch.setattr(uncertainty, "_ddim", one_draw_overflows)
+    with pytest.warns(RuntimeWarning, match="1 of 3 weight draws gave non-finite DDIM samples"):
+        result = sample_uncertainty(_oracle_chain(), num_samples=2, num_posterior_draws=3, num_ancestral=2, seed=0,
+                                    condition=torch.zeros(2, 1))  # fmt: skip
+    assert not bool(torch.isfinite(result.epistemic_var).all())
+
+
 def test_mutual_information_matches_its_closed_form_and_vanishes_without_weight_uncertainty():
     chain = _oracle_chain()
     cond = torch.tensor([[0.0], [1.5]])
