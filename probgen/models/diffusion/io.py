@@ -10,9 +10,10 @@ the file but passed again (``load_chain(path, net=MyNet(...))``).
 A Bayesian chain (built with ``prior=``) also keeps its prior (a
 :class:`~probgen.priors.GaussianPrior`'s fields; a prior of the user's own class is passed again,
 ``load_chain(path, prior=...)``) and its weight posterior, the locations and scales of
-:class:`~probgen.models.diffusion.weights.MeanFieldWeights`, as two more entries of the same format
-and version (a probgen from before Bayesian chains ignores them and loads the posterior-mean chain,
-whose net holds the posterior means).
+:class:`~probgen.models.diffusion.weights.MeanFieldWeights`, as two more entries of the same format.
+Such a file is version 2 (:data:`CHAIN_VERSION`), so a probgen from before Bayesian chains refuses it
+and says to upgrade, instead of loading the posterior-mean chain without its posterior; a point chain
+is still written as version 1 (:data:`POINT_CHAIN_VERSION`), which every probgen reads.
 
 Every file is a dict with a ``"format"`` and a ``"version"``, written atomically by
 :func:`probgen._io.save_checkpoint`; :func:`probgen._io.load_checkpoint` refuses, with a message saying
@@ -40,9 +41,12 @@ from probgen.priors import GaussianPrior, Prior
 
 __all__ = ["CHAIN_FORMAT", "load_chain", "save_chain"]
 
-#: The ``"format"`` of a file written by :func:`save_chain`; its ``"version"`` is :data:`CHAIN_VERSION`.
+#: The ``"format"`` of a file written by :func:`save_chain`.
 CHAIN_FORMAT = "probgen.diffusion_chain"
-CHAIN_VERSION = 1
+#: The newest version of the format, that of a Bayesian chain (with its prior and weight posterior).
+CHAIN_VERSION = 2
+#: The version of a point-estimate chain's file, unchanged since the format began.
+POINT_CHAIN_VERSION = 1
 
 #: Formats of files that older probgen versions wrote, and what to do with them.
 _OLD_FORMATS = {
@@ -145,7 +149,8 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
             "init_scale": posterior.init_scale,
             "state": posterior.state_dict(),
         }
-    save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION)
+    version = CHAIN_VERSION if "weight_posterior" in payload else POINT_CHAIN_VERSION
+    save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=version)
 
 
 def _rebuild(kind: str, saved: dict[str, Any] | None, given: Any, registry: Mapping[str, type]) -> Any:

@@ -236,6 +236,21 @@ def test_a_bayesian_chain_saves_and_reloads_its_prior_and_posterior(tmp_path):
     assert load_chain(tmp_path / "float.pt").weight_posterior.loc.dtype == torch.float32
 
 
+def test_a_bayesian_chain_file_is_refused_by_a_reader_that_predates_posteriors(tmp_path):
+    """A Bayesian file is version 2: a probgen that reads version 1 at most says to upgrade instead of
+    loading the posterior-mean chain without its posterior. A point chain's file stays version 1."""
+    from probgen._io import load_checkpoint
+    from probgen.models.diffusion.io import CHAIN_FORMAT, POINT_CHAIN_VERSION
+
+    save_chain(_chain(), tmp_path / "bayes.pt")
+    save_chain(_chain().with_weights(_chain().weight_posterior.mean()), tmp_path / "point.pt")
+    old = {"file_format": CHAIN_FORMAT, "version": POINT_CHAIN_VERSION, "what": "a diffusion chain"}
+    assert load_checkpoint(tmp_path / "point.pt", **old)["version"] == 1
+    with pytest.raises(ValueError, match="newer than this probgen reads .version 1.; upgrade probgen"):
+        load_checkpoint(tmp_path / "bayes.pt", **old)
+    assert load_chain(tmp_path / "bayes.pt").weight_posterior is not None
+
+
 def test_loading_a_bayesian_chain_with_a_prior_of_ones_own_class(tmp_path):
     chain = _chain(prior=_LaplacePrior())
     save_chain(chain, tmp_path / "laplace.pt")

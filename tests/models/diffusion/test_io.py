@@ -94,8 +94,8 @@ def test_loading_a_chain_refuses_other_files_by_name(tmp_path):
     with pytest.raises(ValueError, match="it has no probgen format"):
         load_chain(other)
     newer = tmp_path / "newer.pt"
-    torch.save({"format": "probgen.diffusion_chain", "version": 2}, newer)
-    with pytest.raises(ValueError, match="version 2 of its format.*newer than this probgen reads"):
+    torch.save({"format": "probgen.diffusion_chain", "version": 3}, newer)
+    with pytest.raises(ValueError, match="version 3 of its format.*newer than this probgen reads"):
         load_chain(newer)
     with pytest.raises(TypeError, match="chain must be a DiffusionChain"):
         save_chain(nn.Linear(2, 2), tmp_path / "x.pt")  # type: ignore[arg-type]
