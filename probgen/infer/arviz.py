@@ -434,6 +434,19 @@ def _event_dims(count: int) -> list[str]:
     return [f"x_0_dim_{i}" for i in range(count)]
 
 
+def _condition_dims(condition: Tensor) -> list[str]:
+    """The dims of a condition after its rows: none for labels, one for covariates."""
+    return [f"condition_dim_{i}" for i in range(condition.dim() - 1)]
+
+
+def _with_condition(groups: dict[str, Any], condition: Tensor | None) -> dict[str, Any]:
+    """``groups`` with a ``constant_data`` group holding the condition of each data point, if there is one."""
+    if condition is not None:
+        dims = {"condition": ["obs_id", *_condition_dims(condition)]}
+        groups["constant_data"] = _dataset({"condition": condition}, dims, None, None, draws=False)
+    return groups
+
+
 def _samples_groups(draws: DiffusionSamples) -> tuple[dict[str, Any], dict[str, Any]]:
     """``posterior_predictive`` (and ``constant_data`` for a conditional sampler), and their attrs."""
     rows = ["obs_id"] if draws.x_observed is not None else []
@@ -451,9 +464,15 @@ def _samples_groups(draws: DiffusionSamples) -> tuple[dict[str, Any], dict[str, 
         }
     )
     groups = {"posterior_predictive": _dataset(values, dims, coords, attrs, draws=True)}
+    constant: dict[str, Tensor] = {}
+    constant_dims: dict[str, list[str]] = {}
     if draws.x_observed is not None and draws.mask is not None:
         constant = {"x_observed": draws.x_observed, "mask": draws.mask}
         constant_dims = {"x_observed": rows + event, "mask": rows + event}
+    if draws.condition is not None:  # one per draw (shared by the chains), or one per observed row
+        constant["sample_condition"] = draws.condition
+        constant_dims["sample_condition"] = (rows or ["draw"]) + _condition_dims(draws.condition)
+    if constant:
         groups["constant_data"] = _dataset(constant, constant_dims, None, None, draws=False)
     summary = {"sampler": draws.sampler, "sampler_seed": int(draws.seed), "num_chains": draws.num_chains}
     return groups, {**summary, "num_draws": draws.num_draws}
@@ -485,7 +504,7 @@ def _bound_groups(bound: BoundResult) -> tuple[dict[str, Any], dict[str, Any]]:
         ),
         "observed_data": _dataset({"x_0": bound.data}, {"x_0": ["obs_id", *event]}, None, None, draws=False),
     }
-    return groups, {f"bound_{key}": value for key, value in summary.items()}
+    return _with_condition(groups, bound.condition), {f"bound_{key}": value for key, value in summary.items()}
 
 
 def _bayesian_bound_groups(bound: BayesianBoundResult) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -519,7 +538,7 @@ def _bayesian_bound_groups(bound: BayesianBoundResult) -> tuple[dict[str, Any], 
         ),
         "observed_data": _dataset({"x_0": bound.data}, {"x_0": ["obs_id", *event]}, None, None, draws=False),
     }
-    return groups, _plain({f"bound_{key}": value for key, value in summary.items()})
+    return _with_condition(groups, bound.condition), _plain({f"bound_{key}": value for key, value in summary.items()})
 
 
 def _weight_dims(values: Mapping[str, Tensor]) -> dict[str, list[str]]:
@@ -626,8 +645,8 @@ def _uncertainty_groups(
     if result.condition is not None:
         cond = result.condition
         cond_rows = "obs_id" if isinstance(result, PredictiveUncertainty) else "sample_id"
-        dims = {"condition": [cond_rows] + [f"condition_dim_{i}" for i in range(cond.dim() - 1)]}
-        groups["constant_data"] = _dataset({"condition": cond}, dims, None, None, draws=False)
+        dims = {"sample_condition": [cond_rows, *_condition_dims(cond)]}
+        groups["constant_data"] = _dataset({"sample_condition": cond}, dims, None, None, draws=False)
     return groups, {"readout": attrs["readout"], "readout_seed": int(result.seed)}
 
 
@@ -648,7 +667,9 @@ def diffusion_to_arviz(
     ``posterior_predictive``    ``samples``: ``x_0`` ``(chain, draw, *event)`` (a conditional sampler:
                                 ``(chain, draw, obs_id, *event)``); with ``return_chain=True`` also
                                 ``trajectory``, with ``step`` coordinates (the visited steps, ``T..0``)
-    ``constant_data``           a conditional sampler's ``x_observed`` and ``mask``
+    ``constant_data``           a conditional sampler's ``x_observed`` and ``mask``; a conditional
+                                chain's ``sample_condition`` (each draw's, or each observed row's)
+                                and ``condition`` (each scored data point's)
     ``bound``                   ``bound``: ``x_0``, the negative ELBO of each data point, ``(chain=1,
                                 draw=1, obs_id)``, laid out like ``log_likelihood`` but named for what
                                 it is, a bound (its ``quantity`` attribute says so)
@@ -675,7 +696,7 @@ def diffusion_to_arviz(
     ``uncertainty``             the read-out's variances (``epistemic_var``, ``aleatoric_var``,
                                 ``total_var``, ...) or scores (``mutual_information``), with the
                                 definitions in the group's attributes
-    ``constant_data``           the read-out's ``condition``
+    ``constant_data``           the read-out's ``sample_condition``; a bound's ``condition``
     ==========================  ====================================================================
 
     Attributes record the configuration: ``inference_library``, ``inference_library_version``,
@@ -742,7 +763,10 @@ def diffusion_to_arviz(
         if "posterior_predictive" in built and "posterior_predictive" in groups:
             raise ValueError("samples and uncertainty both fill posterior_predictive; convert them separately.")
         if "constant_data" in built and "constant_data" in groups:
-            raise ValueError("samples and uncertainty both fill constant_data; convert them separately.")
+            mine, theirs = built.pop("constant_data"), groups["constant_data"]
+            if set(mine.data_vars) & set(theirs.data_vars):
+                raise ValueError("samples and uncertainty both fill constant_data; convert them separately.")
+            groups["constant_data"] = theirs.merge(mine)
         groups.update(built)
         attrs.update(part_attrs)
     first = next(source for source in (fit, bound, samples, uncertainty) if source is not None)

@@ -507,6 +507,8 @@ class BoundResult:
     :ivar int seed: the seed of the noise draws.
     :ivar float wall_time: seconds the evaluation took.
     :ivar dict chain_config: the scored chain's configuration, ``DiffusionChain.describe()``.
+    :ivar condition: a conditional chain's condition of each data point (labels ``(N,)`` or
+        covariates ``(N, cond_dim)``); ``None`` for an unconditional chain.
     """
 
     nats: float
@@ -522,6 +524,7 @@ class BoundResult:
     seed: int
     wall_time: float
     chain_config: dict[str, Any]
+    condition: Tensor | None = None
 
     def to_arviz(self) -> Any:
         """The bound as an ``arviz.InferenceData``; see :func:`probgen.infer.arviz.diffusion_to_arviz`."""
@@ -565,6 +568,7 @@ class BayesianBoundResult:
     :ivar int seed: the seed of the weight and noise draws.
     :ivar float wall_time: seconds the evaluation took.
     :ivar dict chain_config: the scored chain's configuration, ``DiffusionChain.describe()``.
+    :ivar condition: a conditional chain's condition of each data point; ``None`` for an unconditional chain.
     """
 
     per_example: Tensor
@@ -582,6 +586,7 @@ class BayesianBoundResult:
     seed: int
     wall_time: float
     chain_config: dict[str, Any]
+    condition: Tensor | None = None
 
     @property
     def num_posterior_draws(self) -> int:
@@ -635,6 +640,9 @@ class DiffusionSamples:
     :ivar mask: where ``x_observed`` is observed (broadcast to its shape); else ``None``.
     :ivar eta: DDIM's ``eta``; ``None`` for the other samplers.
     :ivar dict chain_config: the sampled chain's configuration, ``DiffusionChain.describe()``.
+    :ivar condition: a conditional chain's condition of each draw (labels ``(draw,)`` or covariates
+        ``(draw, cond_dim)``, the same in every chain); for the conditional sampler, of each observed
+        row ``(N, ...)``; ``None`` for an unconditional chain.
     """
 
     samples: Tensor
@@ -647,6 +655,7 @@ class DiffusionSamples:
     x_observed: Tensor | None = None
     mask: Tensor | None = None
     eta: float | None = None
+    condition: Tensor | None = None
 
     sample_dims = SAMPLE_DIMS
 

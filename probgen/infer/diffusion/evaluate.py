@@ -185,6 +185,7 @@ def evaluate_bound(
         seed=seed,
         wall_time=time.perf_counter() - start,
         chain_config=chain.describe(),
+        condition=cond,
     )
 
 
@@ -250,6 +251,7 @@ def _evaluate_draws(
         per_draw_terms=terms.mean(dim=1),
         weight_kl=weight_kl,
         source=draws.source,
+        condition=cond,
         data=data,
         num_dims=chain.num_dims,
         seed=seed,

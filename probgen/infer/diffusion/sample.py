@@ -150,7 +150,10 @@ def sample_ancestral(
     seed = check_seed(seed)
     start = time.perf_counter()
     samples, trajectory, steps = _run_model(chain, (num_chains, num_samples), seed, return_chain, None, cond)
-    return _result(chain, "ancestral", seed, start, samples=samples, steps=steps, trajectory=trajectory)
+    return _result(
+        chain, "ancestral", seed, start, samples=samples, steps=steps, trajectory=trajectory,
+        condition=None if cond is None else cond[:num_samples],
+    )  # fmt: skip
 
 
 def sample_conditional(
@@ -213,11 +216,11 @@ def sample_conditional(
     # every observation (and its condition) once per draw: (chain * draw * N, ...)
     num_draws = num_chains * num_samples
     messenger = InpaintMessenger(chain, repeat_rows(x_observed, num_draws), repeat_rows(mask, num_draws))
-    cond = None if cond is None else repeat_rows(cond, num_draws)
-    samples, trajectory, steps = _run_model(chain, lead, seed, return_chain, messenger, cond)
+    rows = None if cond is None else repeat_rows(cond, num_draws)
+    samples, trajectory, steps = _run_model(chain, lead, seed, return_chain, messenger, rows)
     return _result(
         chain, "conditional", seed, start, samples=samples, steps=steps, trajectory=trajectory, x_observed=x_observed,
-        mask=mask,
+        mask=mask, condition=cond,
     )  # fmt: skip
 
 
@@ -330,4 +333,5 @@ def sample_ddim(
     return _result(
         chain, "ddim", seed, start, samples=_draws(x, lead), steps=torch.tensor(steps[::-1] + [0], device="cpu"),
         trajectory=_trajectory(states, lead) if return_chain else None, eta=eta,
+        condition=None if cond is None else cond[:num_samples],
     )  # fmt: skip

@@ -178,6 +178,30 @@ def test_inpainting_with_a_condition_completes_each_observation_in_its_class():
         sample_conditional(chain, x_observed, torch.tensor([True, False]), num_samples=2, condition=labels[[0, 1, 1]])
 
 
+def test_samples_and_bounds_record_their_condition_and_arviz_keeps_it():
+    from probgen.infer.arviz import diffusion_to_arviz
+
+    chain = class_oracle_chain(num_timesteps=6)
+    labels = torch.tensor([1, 0, 1])
+    ancestral = sample_ancestral(chain, num_samples=3, num_chains=2, seed=0, condition=labels)
+    ddim = sample_ddim(chain, num_samples=3, num_chains=2, seed=0, condition=torch.tensor([1]))  # one row for all
+    inpainted = sample_conditional(chain, torch.zeros(3, 2), torch.tensor([True, False]), num_samples=2, seed=0,
+                                   condition=labels)  # fmt: skip
+    assert torch.equal(ancestral.condition, labels) and torch.equal(inpainted.condition, labels)
+    assert torch.equal(ddim.condition, torch.ones(3, dtype=torch.long))
+    data = torch.randn(3, 2)
+    bound = evaluate_bound(chain, data, condition=labels, seed=0, progress_bar=False)
+    assert torch.equal(bound.condition, labels)
+    idata = diffusion_to_arviz(bound=bound, samples=ancestral)
+    assert idata.constant_data["condition"].dims == ("obs_id",)
+    assert idata.constant_data["condition"].values.tolist() == [1, 0, 1]
+    assert idata.constant_data["sample_condition"].dims == ("draw",)
+    # an unconditional chain records none
+    plain = DiffusionChain(MLPDenoiser(2, hidden_dim=8, num_blocks=1), get_schedule("linear", 4), event_shape=(2,))
+    assert sample_ancestral(plain, num_samples=2, seed=0).condition is None
+    assert evaluate_bound(plain, data, seed=0, progress_bar=False).condition is None
+
+
 # -------------------------------------------------------------------------------------- training runs
 def test_conditional_training_resumes_exactly_and_from_a_checkpoint(tmp_path):
     chain = _labelled_chain()

@@ -310,7 +310,9 @@ def test_a_bayesian_fit_and_its_read_outs_reach_arviz(tmp_path):
     assert idata.posterior["weight"].shape == (1, 7, 1, 1) and idata.attrs["weight_sites"] == ["weight"]
     bound = evaluate_bound(fit, y, num_posterior_draws=3, seed=0, condition=cond, progress_bar=False)
     idata = bound.to_arviz()
-    assert idata.groups() == ["observed_data", "bound", "bound_terms"]
+    assert idata.groups() == ["observed_data", "constant_data", "bound", "bound_terms"]
+    assert idata.constant_data["condition"].dims == ("obs_id", "condition_dim_0")
+    np.testing.assert_array_equal(idata.constant_data["condition"].values, cond.numpy())
     assert idata.bound["x_0"].dims == ("chain", "draw", "obs_id") and idata.bound["x_0"].shape == (1, 3, 4)
     np.testing.assert_array_equal(idata.bound["x_0"].values[0], bound.per_example.numpy())
     assert idata.bound_terms["x_0"].shape == (1, 3, 6) and idata.attrs["bound_num_posterior_draws"] == 3
