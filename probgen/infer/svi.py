@@ -270,6 +270,8 @@ class SVI:
         self._guide_constraints: dict[str, Any] = {}
         self.program = self.spec.program(trainable=True)
         self.guide, self.guide_name = _build_guide(guide, self.spec, self.program, self.init_scale, self.rank)
+        if self.device is not None and isinstance(self.guide, nn.Module):
+            self.guide.to(self.device)  # a guide module of the user's, with parameters of its own
         self._guide_fn = _trace.LocalParams(self.guide_params, self._guide_constraints)(self.guide)
         if elbo_name == "auto":
             elbo_name = "meanfield" if self.guide_name != CUSTOM_GUIDE else "trace"

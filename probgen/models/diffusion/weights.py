@@ -5,7 +5,9 @@ A :class:`~probgen.models.diffusion.chain.DiffusionChain` built with ``prior=`` 
 that the prior selects as latent variables ``w``. :class:`MeanFieldWeights` is their variational
 posterior ``q(w) = prod_i N(w_i | loc_i, scale_i^2)``: a module whose parameters are the locations and
 (softplus-transformed) scales, one pair per Bayesian parameter, named by the parameter's path in the
-net (``"blocks.0.1.weight"``).
+net (``"blocks.0.1.weight"``). :class:`LowRankWeights` adds a trainable factor ``W`` to the same
+diagonal, ``q(w) = N(loc, D^2 + W W^T)``, which correlates the weights of every layer in ``rank``
+directions (a chain built with ``posterior_rank=``), at ``rank`` times the memory of the diagonal.
 
 :func:`call_with_weights` runs the net with some of its parameters replaced by given values, through
 ``torch.func.functional_call``; values with a leading draw dimension ``S`` run the net once per draw,
@@ -16,10 +18,14 @@ References:
 
 [1] C. Blundell, J. Cornebise, K. Kavukcuoglu, D. Wierstra (2015), "Weight Uncertainty in Neural
     Networks", ICML (the mean-field Gaussian posterior over weights, trained by the ELBO).
+[2] A. Y. K. Foong, Y. Li, J. M. Hernandez-Lobato, R. E. Turner (2019), "'In-Between' Uncertainty in
+    Bayesian Neural Networks", ICML Workshop on Uncertainty and Robustness in Deep Learning (what the
+    mean-field posterior misses between clusters of data).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +38,7 @@ from torch.nn import functional as F
 from probgen._validate import check_positive_float, check_positive_int
 from probgen.priors import normal_loc_scale
 
-__all__ = ["WEIGHT_INIT_SCALE", "MeanFieldWeights", "call_with_weights", "check_weights"]
+__all__ = ["WEIGHT_INIT_SCALE", "LowRankWeights", "MeanFieldWeights", "call_with_weights", "check_rank", "check_weights"]
 
 #: The initial standard deviation of :class:`MeanFieldWeights`: small, so that training starts near the
 #: point estimate and the denoiser learns the data before the KL term spreads its weights (the same
@@ -201,6 +207,200 @@ class MeanFieldWeights(nn.Module):
                 term = dist.Normal(loc, scale).to_event(loc.dim()).log_prob(draw[name]) - p.log_prob(draw[name])
             total = total + term
         return total
+
+
+def check_rank(name: str, rank: Any, num_weights: int) -> int:
+    """Check that ``rank`` is a positive int at most ``num_weights``, naming it ``name`` in the error.
+
+    :raises TypeError: for a ``rank`` that is not an int.
+    :raises ValueError: for a non-positive ``rank``, or one above the number of Bayesian weights.
+    """
+    rank = check_positive_int(name, rank)
+    if rank > num_weights:
+        raise ValueError(
+            f"{name} must be at most the number of Bayesian weights ({num_weights}), got {rank}; a rank-r factor "
+            "over n weights needs r <= n (r = n is already a full covariance), so lower it or make more weights Bayesian."
+        )
+    return rank
+
+
+class LowRankWeights(MeanFieldWeights):
+    """The low-rank-plus-diagonal Normal posterior ``q(w) = N(loc, D^2 + W W^T)`` over a net's Bayesian parameters.
+
+    ``D = softplus(unconstrained_scale)`` is the diagonal of :class:`MeanFieldWeights`, and the
+    trainable ``cov_factor`` ``W`` of shape ``(num_weights, rank)`` adds ``rank`` directions of
+    correlated uncertainty across *all* the Bayesian weights, whatever layer they belong to, as Pyro's
+    :class:`~pyro.infer.autoguide.AutoLowRankMultivariateNormal` does over a model's whole latent
+    vector. Mean-field VI cannot put weights' errors in step with one another, and so underestimates
+    the uncertainty between separated clusters of data ([2]); the factor is what a small Bayesian head
+    can afford in full (``rank = num_weights`` is a full covariance). Memory and time grow as
+    ``num_weights * rank``: the ``n x n`` covariance is never formed.
+
+    A draw is ``loc + W eps_1 + D eps_2`` with ``eps_1 ~ N(0, I_rank)`` and ``eps_2 ~ N(0, I_n)``; the
+    KL against Normal priors is in closed form through the matrix determinant lemma. The weights of
+    different parameters are correlated, so there is no per-parameter ``q(w_i)``: :meth:`joint` is the
+    distribution of the flat vector, and :meth:`distributions` refuses. A Pyro guide draws the flat
+    vector once (an auxiliary site) and hands each parameter its piece through a ``Delta`` site, as
+    :meth:`~probgen.models.diffusion.DiffusionChain.guide` does.
+
+    :param params: the starting locations, by parameter path, as for :class:`MeanFieldWeights`.
+    :param float init_scale: the initial marginal standard deviation of every weight.
+    :param int rank: the number of columns of ``W``, from 1 to the number of Bayesian weights.
+    :param generator: the torch generator for ``W``'s random start; torch's global one if ``None``.
+    :raises ValueError: for a non-positive ``init_scale``, or a ``rank`` that is not in ``1..num_weights``.
+    :raises TypeError: for a ``rank`` that is not an int.
+
+    References:
+
+    [1] D. Rezende, S. Mohamed, D. Wierstra (2014), "Stochastic Backpropagation and Approximate
+        Inference in Deep Generative Models", ICML, Section 4.3 (the factor-plus-diagonal covariance).
+    [2] A. Y. K. Foong, Y. Li, J. M. Hernandez-Lobato, R. E. Turner (2019), "'In-Between' Uncertainty
+        in Bayesian Neural Networks", ICML Workshop on Uncertainty and Robustness in Deep Learning.
+
+    Example::
+
+        >>> posterior = LowRankWeights({"weight": torch.zeros(3, 2), "bias": torch.zeros(3)}, init_scale=0.1, rank=2)
+        >>> posterior, tuple(posterior.cov_factor.shape)
+        (LowRankWeights(2 parameters, 9 weights, rank 2), (9, 2))
+        >>> round(float(posterior.scales()["weight"][0, 0].detach()), 6)  # the marginal sd starts at init_scale
+        0.1
+        >>> posterior.joint().event_shape, posterior.sample(5)["bias"].shape
+        (torch.Size([9]), torch.Size([5, 3]))
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Tensor],
+        *,
+        init_scale: float = WEIGHT_INIT_SCALE,
+        rank: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(params, init_scale=init_scale)
+        self.rank = check_rank("rank", rank, self.num_weights)
+        # W = 0 is a stationary point of the ELBO (the KL's gradient in W is Sigma^-1 W and the data
+        # term's is H W), so the factor starts random and small. As in AutoLowRankMultivariateNormal,
+        # half of each weight's initial variance goes to the diagonal and half to the factor: D^2 =
+        # init_scale^2 / 2 and every row of W a random direction of length init_scale / sqrt(2). Rows of
+        # exactly that length (not Pyro's length on average) start every marginal sd at init_scale, as
+        # in the mean-field posterior, so the two start equally close to the point estimate.
+        half = init_scale / math.sqrt(2.0)
+        with torch.no_grad():
+            self.unconstrained_scale.copy_(_inverse_softplus(torch.full_like(self.loc, half)))
+        shape = (self.num_weights, self.rank)
+        direction = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(direction.dtype).tiny)
+        #: The factor ``W`` ``(num_weights, rank)`` of the covariance ``D^2 + W W^T``.
+        self.cov_factor = nn.Parameter(half * direction)
+
+    def __repr__(self) -> str:
+        return f"LowRankWeights({len(self.names)} parameters, {self.num_weights} weights, rank {self.rank})"
+
+    def _draw(self, eps: Tensor) -> Tensor:
+        """``loc + W eps_1 + D eps_2`` for ``eps = [eps_1, eps_2]`` of shape ``(*lead, rank + num_weights)``."""
+        eps_factor, eps_diag = eps.split([self.rank, self.num_weights], dim=-1)
+        return self.loc + eps_factor @ self.cov_factor.T + F.softplus(self.unconstrained_scale) * eps_diag
+
+    def scales(self) -> dict[str, Tensor]:
+        """The posterior's marginal standard deviations ``sqrt(D^2 + rowsum(W^2))``, by parameter path."""
+        variance = F.softplus(self.unconstrained_scale) ** 2 + self.cov_factor.pow(2).sum(-1)
+        return self._unflatten(variance.sqrt())
+
+    def joint(self) -> dist.LowRankMultivariateNormal:
+        """``q(w)`` of the flat vector of every Bayesian weight, ``LowRankMultivariateNormal(loc, W, D^2)``.
+
+        The vector holds every parameter's entries in the order of :attr:`names` (split it with the
+        sizes of :attr:`shapes`); this is the guide's auxiliary site.
+        """
+        return dist.LowRankMultivariateNormal(self.loc, self.cov_factor, F.softplus(self.unconstrained_scale) ** 2)
+
+    def distributions(self) -> dict[str, dist.TorchDistribution]:
+        """Refused: the weights of different parameters are correlated, so ``q`` has no per-parameter factors.
+
+        Independent marginals in their place would make a guide (and its ELBO) mean-field without a
+        word. Use :meth:`joint` for ``q(w)``, or :meth:`locs` and :meth:`scales` for the marginals.
+
+        :raises NotImplementedError: always.
+        """
+        raise NotImplementedError(
+            "a LowRankWeights posterior correlates the weights of different parameters, so it has no per-parameter "
+            "distributions; sample the flat vector from joint() once and split it (DiffusionChain.guide does, with an "
+            "auxiliary site and one Delta site per parameter), or read the marginals from locs() and scales()."
+        )
+
+    def rsample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One reparameterised draw ``loc + W eps_1 + D eps_2``, differentiable in ``loc``, ``W`` and ``D``.
+
+        :param generator: the torch generator for the noise; torch's global one if ``None``.
+        """
+        shape = (self.rank + self.num_weights,)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        return self._unflatten(self._draw(eps))
+
+    def sample(self, num_draws: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``num_draws`` independent draws of every Bayesian parameter, stacked: ``(num_draws, *shape)``.
+
+        The draws carry no gradient; use them as those of :meth:`MeanFieldWeights.sample`.
+
+        :param int num_draws: how many draws.
+        :param generator: the torch generator; torch's global one if ``None``.
+        :raises ValueError: for a non-positive ``num_draws``.
+        """
+        num_draws = check_positive_int("num_draws", num_draws)
+        with torch.no_grad():
+            shape = (num_draws, self.rank + self.num_weights)
+            flat = self._draw(torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator))
+        return {name: value.clone() for name, value in self._unflatten(flat).items()}
+
+    def _flatten(self, draw: Mapping[str, Tensor]) -> Tensor:
+        """The inverse of :meth:`_unflatten`: values ``(*lead, *shape)`` by path as one ``(*lead, num_weights)``."""
+        pieces = []
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            value = draw[name]
+            pieces.append(value.reshape(value.shape[: value.dim() - len(shape)] + (-1,)))
+        return torch.cat(pieces, dim=-1)
+
+    def kl(self, priors: Mapping[str, dist.TorchDistribution], draw: Mapping[str, Tensor] | None = None) -> Tensor:
+        """``KL(q(w) || p(w))`` in nats, over every Bayesian weight together.
+
+        In closed form when every prior is a Normal (independent, ``S_0 = diag(s_0^2)``), the KL of two
+        multivariate Normals,
+
+            ``0.5 [tr(S_0^-1 Sigma) + (m - m_0)^T S_0^-1 (m - m_0) - n + log det S_0 - log det Sigma]``,
+
+        with ``tr(S_0^-1 Sigma) = sum_i (D_i^2 + sum_k W_ik^2) / s_0i^2`` and, by the matrix determinant
+        lemma, ``log det Sigma = sum_i log D_i^2 + log det(I_rank + W^T D^-2 W)``: ``O(n rank^2)``, never
+        the ``n x n`` matrix. With any other prior, the single-draw Monte Carlo estimate
+        ``log q(w) - log p(w)`` at ``draw`` (as :class:`pyro.infer.Trace_ELBO` has it); ``q`` does not
+        factorise, so no prior's term can be taken in closed form alone.
+
+        :param priors: ``p(w_i)`` by parameter path (``chain.weight_priors()``).
+        :param draw: the draw for the Monte Carlo estimate (needed only for non-Normal priors).
+        :raises ValueError: for priors of other parameters, or a non-Normal prior without ``draw``.
+        """
+        if set(priors) != set(self.names):
+            raise ValueError(
+                f"priors are given for {sorted(priors)}, but the posterior is over {sorted(self.names)}; "
+                "pass chain.weight_priors()."
+            )
+        diag = F.softplus(self.unconstrained_scale) ** 2
+        normal = self._normal_prior(priors)
+        if normal is not None:
+            prior_loc, prior_scale = normal
+            prior_var = prior_scale**2
+            trace = ((diag + self.cov_factor.pow(2).sum(-1)) / prior_var).sum()
+            mahalanobis = ((self.loc - prior_loc) ** 2 / prior_var).sum()
+            # matrix determinant lemma: det(D^2 + W W^T) = det(D^2) det(I + W^T D^-2 W)
+            scaled = self.cov_factor / diag.sqrt().unsqueeze(-1)
+            capacitance = torch.eye(self.rank, dtype=self.loc.dtype, device=self.loc.device) + scaled.T @ scaled
+            log_det = diag.log().sum() + 2.0 * torch.linalg.cholesky(capacitance).diagonal().log().sum()
+            return 0.5 * (trace + mahalanobis - self.num_weights + prior_var.log().sum() - log_det)
+        if draw is None:
+            raise ValueError("a prior here is not a Normal, so the KL is a Monte Carlo estimate; pass draw=.")
+        q = torch.distributions.LowRankMultivariateNormal(self.loc, self.cov_factor, diag)
+        start = torch.zeros((), dtype=self.loc.dtype, device=self.loc.device)
+        log_p = sum((priors[name].log_prob(draw[name]) for name in self.names), start)
+        return q.log_prob(self._flatten(draw)) - log_p
 
 
 def check_weights(net: nn.Module, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
