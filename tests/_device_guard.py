@@ -20,7 +20,9 @@ test's), so a failing test says where to put ``device=``.
 from __future__ import annotations
 
 import collections
+import os
 import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +41,9 @@ _RANDOM = {torch.randn, torch.rand, torch.randint, torch.randperm, torch.multino
 _READS = {torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.tolist}
 
 
+#: The checkout's root, stripped from the paths in records (so they read ``probgen/...``, ``tests/...``).
+_ROOT = str(Path(__file__).resolve().parents[1]) + os.sep
+
 #: Frames of torch's compilers: they build device code once from example tensors, outside any run's loop.
 _COMPILERS = ("/torch/_inductor/", "/torch/_dynamo/", "/torch/fx/", "/torch/_subclasses/")
 
@@ -52,7 +57,7 @@ def _caller() -> str | None:
     for frame in reversed(frames):
         name = frame.filename
         if "/torch/" not in name and "_device_guard" not in name and "contextlib" not in name:
-            return f"{name.split('site-packages/')[-1].split('/work/main/')[-1]}:{frame.lineno}"
+            return f"{name.split('site-packages/')[-1].removeprefix(_ROOT)}:{frame.lineno}"
     return "?"
 
 
