@@ -13,8 +13,9 @@ and sampling live in :mod:`probgen.infer.diffusion`.
 * ``networks.py``: time-conditioned denoisers for vectors and small images, optionally also conditioned
   on class labels (``num_classes=``) or covariates (``cond_dim=``), which makes the chain model
   ``p(x_0 | c)``;
-* ``weights.py``: :class:`MeanFieldWeights`, the weight posterior of a Bayesian denoiser (a chain built
-  with ``prior=``), and :func:`call_with_weights`, the net run with given (or ``S`` stacked) weights;
+* ``weights.py``: :class:`MeanFieldWeights` and :class:`LowRankWeights`, the weight posteriors of a
+  Bayesian denoiser (a chain built with ``prior=``, and ``posterior_rank=`` for the low-rank one), and
+  :func:`call_with_weights`, the net run with given (or ``S`` stacked) weights;
 * ``io.py``: :func:`save_chain`, :func:`load_chain` and the versioned file format.
 """
 
@@ -30,7 +31,7 @@ from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecode
 from probgen.models.diffusion.inpaint import InpaintMessenger
 from probgen.models.diffusion.io import load_chain, save_chain
 from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser, SinusoidalEmbedding
-from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, MeanFieldWeights, call_with_weights
+from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, LowRankWeights, MeanFieldWeights, call_with_weights
 from probgen.models.diffusion.schedules import (
     SCHEDULE_NAMES,
     Schedule,
@@ -54,6 +55,7 @@ __all__ = [
     "DiscretizedNormal",
     "GaussianDecoder",
     "InpaintMessenger",
+    "LowRankWeights",
     "MLPDenoiser",
     "MeanFieldWeights",
     "PMeanVariance",

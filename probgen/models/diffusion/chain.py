@@ -42,7 +42,12 @@ drawn *once*, outside the plate ``"data"`` that holds every data point's reverse
 :attr:`~DiffusionChain.weight_posterior`), times the noising process in posterior order in the same
 plate. :class:`pyro.infer.TraceMeanField_ELBO` on the pair is the ELBO on ``log p(x_0^{1:N})`` with
 ``KL(q(w) || p(w))`` counted once; with ``subsample_size=B`` the plate scales each data term by
-``N / B``, so a minibatch estimate needs no hand-written factor ([4]).
+``N / B``, so a minibatch estimate needs no hand-written factor ([4]). With ``posterior_rank=r``,
+``q(w)`` is instead a Normal whose covariance is diagonal plus rank ``r``
+(:class:`~probgen.models.diffusion.weights.LowRankWeights`), which correlates all the Bayesian weights;
+the guide then draws the flat weight vector once, at an auxiliary site ``"_weights"``, and gives each
+parameter's site its piece as a ``Delta``, as :class:`pyro.infer.autoguide.AutoLowRankMultivariateNormal`
+does, so :class:`pyro.infer.Trace_ELBO` (and ``TraceMeanField_ELBO``) on the pair is again the ELBO.
 
 References:
 
@@ -72,7 +77,14 @@ from probgen._validate import as_tensor, check_choice, check_positive_int
 from probgen.models.diffusion._util import check_condition, check_condition_options, sum_event
 from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
 from probgen.models.diffusion.schedules import Schedule
-from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, MeanFieldWeights, call_with_weights, check_weights
+from probgen.models.diffusion.weights import (
+    WEIGHT_INIT_SCALE,
+    LowRankWeights,
+    MeanFieldWeights,
+    call_with_weights,
+    check_rank,
+    check_weights,
+)
 from probgen.priors import Prior
 
 __all__ = [
@@ -141,8 +153,14 @@ class DiffusionChain:
         means. A prior that keeps every parameter deterministic gives a chain equal to the point chain.
     :param init_scale: the initial standard deviation of the weight posterior ``q(w)``; with ``prior``
         only; :data:`~probgen.models.diffusion.weights.WEIGHT_INIT_SCALE` by default.
+    :param posterior_rank: with ``prior`` only: ``None`` (the default) for the mean-field ``q(w)``
+        (:class:`~probgen.models.diffusion.weights.MeanFieldWeights`), or the rank of the covariance
+        factor of a :class:`~probgen.models.diffusion.weights.LowRankWeights` posterior, from 1 to the
+        number of Bayesian weights (small heads afford a large rank; the cost is ``rank`` times the
+        mean-field's memory).
     :raises ValueError: for unknown ``variance`` or ``prediction``, a net with both ``num_classes``
-        and ``cond_dim``, or ``init_scale`` without ``prior``.
+        and ``cond_dim``, ``init_scale`` or ``posterior_rank`` without ``prior``, or a ``posterior_rank``
+        outside ``1..num_weights``.
     :raises TypeError: for a ``prior`` that is not a :class:`~probgen.priors.Prior`.
 
     Example::
@@ -183,6 +201,7 @@ class DiffusionChain:
         prediction: Prediction = "epsilon",
         prior: Prior | None = None,
         init_scale: float | None = None,
+        posterior_rank: int | None = None,
     ) -> None:
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}.")
@@ -213,9 +232,14 @@ class DiffusionChain:
             )
         if prior is None and init_scale is not None:
             raise ValueError("init_scale sets the weight posterior of a Bayesian chain; pass prior= too, or drop it.")
+        if prior is None and posterior_rank is not None:
+            raise ValueError(
+                "posterior_rank sets the weight posterior of a Bayesian chain; pass prior= too, or drop it."
+            )
         #: The prior over the net's parameters of a Bayesian chain, else ``None``.
         self.prior = prior
-        #: The variational posterior ``q(w)`` over the Bayesian parameters, else ``None``.
+        #: The variational posterior ``q(w)`` over the Bayesian parameters (a :class:`LowRankWeights`
+        #: with ``posterior_rank``), else ``None``.
         self.weight_posterior: MeanFieldWeights | None = None
         self._prior_cache: tuple[Any, dict[str, Any]] | None = None
         self._tables: dict[tuple[int, torch.device], Tensor] = {}
@@ -223,7 +247,12 @@ class DiffusionChain:
             sites = prior.apply(net)
             start = {name: param for name, param in net.named_parameters() if name in sites}
             scale = WEIGHT_INIT_SCALE if init_scale is None else init_scale
-            self.weight_posterior = MeanFieldWeights(start, init_scale=scale)
+            if posterior_rank is None:
+                self.weight_posterior = MeanFieldWeights(start, init_scale=scale)
+            else:
+                num_weights = sum(int(param.numel()) for param in start.values())
+                rank = check_rank("posterior_rank", posterior_rank, num_weights)
+                self.weight_posterior = LowRankWeights(start, init_scale=scale, rank=rank)
 
     def __repr__(self) -> str:
         condition = ""
@@ -233,6 +262,8 @@ class DiffusionChain:
             condition = f", cond_dim={self.cond_dim}"
         if self.prior is not None:
             condition += f", prior={self.prior!r} over {len(self.weight_sites)} parameters"
+        if self.posterior_rank is not None:
+            condition += f", posterior_rank={self.posterior_rank}"
         return (
             f"DiffusionChain(net={type(self.net).__name__}, num_timesteps={self.num_timesteps}, "
             f"event_shape={tuple(self.event_shape)}, decoder={self.decoder!r}, variance={self.variance!r}, "
@@ -243,6 +274,11 @@ class DiffusionChain:
     def bayesian(self) -> bool:
         """Whether the chain has a prior over its net's parameters (a Bayesian denoiser)."""
         return self.prior is not None
+
+    @property
+    def posterior_rank(self) -> int | None:
+        """The rank of a low-rank :attr:`weight_posterior`; ``None`` for a mean-field one or a point chain."""
+        return self.weight_posterior.rank if isinstance(self.weight_posterior, LowRankWeights) else None
 
     @property
     def weight_sites(self) -> tuple[str, ...]:
@@ -303,13 +339,14 @@ class DiffusionChain:
             "num_classes": self.num_classes,
             "cond_dim": self.cond_dim,
             **({} if self.prior is None else {"prior": repr(self.prior), "weight_sites": list(self.weight_sites)}),
+            **({} if self.posterior_rank is None else {"posterior_rank": self.posterior_rank}),
         }
 
     def replace_net(self, net: nn.Module) -> DiffusionChain:
         """A new chain with the same schedule, decoder and options, and another network.
 
-        A Bayesian chain's copy has the same prior and a fresh weight posterior, located at ``net``'s
-        values with the same initial scale.
+        A Bayesian chain's copy has the same prior and a fresh weight posterior of the same kind (and
+        rank), located at ``net``'s values with the same initial scale.
         """
         return DiffusionChain(
             net,
@@ -320,6 +357,7 @@ class DiffusionChain:
             prediction=self.prediction,
             prior=self.prior,
             init_scale=None if self.weight_posterior is None else self.weight_posterior.init_scale,
+            posterior_rank=self.posterior_rank,
         )
 
     def with_weights(self, weights: Mapping[str, Tensor]) -> DiffusionChain:
@@ -664,6 +702,24 @@ class DiffusionChain:
             return None
         return {name: pyro.sample(name, distributions[name]) for name in self.weight_sites}
 
+    def _posterior_weight_sites(self) -> dict[str, Tensor] | None:
+        """The guide's weight sites, drawn from :attr:`weight_posterior` (``None`` for a point chain).
+
+        A mean-field ``q(w)`` has one factor per parameter. A low-rank one does not factorise, so the
+        flat vector is drawn once at the auxiliary site ``"_weights"`` (guide only; its ``log q`` is the
+        ELBO's entropy term) and each parameter's site is a ``Delta`` at its piece, whose ``log q`` is 0
+        and which the model's prior site scores: Pyro's ``AutoLowRankMultivariateNormal`` layout.
+        """
+        posterior = self.weight_posterior
+        if not isinstance(posterior, LowRankWeights):
+            return None if posterior is None else self._weight_sites(posterior.distributions())
+        flat = pyro.sample("_weights", posterior.joint(), infer={"is_auxiliary": True})
+        pieces = posterior.split(flat)
+        return {
+            name: pyro.sample(name, dist.Delta(pieces[name], event_dim=len(shape)))
+            for name, shape in zip(posterior.names, posterior.shapes, strict=True)
+        }
+
     def guide(
         self,
         x0: Tensor,
@@ -680,7 +736,10 @@ class DiffusionChain:
 
         A Bayesian chain's guide first draws the weights from :attr:`weight_posterior` (a mean-field
         Normal whose locations and scales are that module's parameters, not Pyro's global param store),
-        so the ELBO also holds ``KL(q(w) || p(w))``, once, in closed form for Normal priors. A loop of
+        so the ELBO also holds ``KL(q(w) || p(w))``, once, in closed form for Normal priors. A low-rank
+        posterior (``posterior_rank=``) is drawn as one auxiliary site ``"_weights"``, the flat vector, and
+        one ``Delta`` site per parameter at its piece; :class:`pyro.infer.Trace_ELBO` then has the
+        ELBO, and ``TraceMeanField_ELBO`` too (its KL of a ``Delta`` is ``-log p(w)``). A loop of
         one's own can minimise ``TraceMeanField_ELBO().differentiable_loss(chain.model, chain.guide, x0,
         subsample_size=B)`` with a torch optimiser over ``chain.weight_posterior.parameters()`` and the
         net's deterministic parameters (Pyro's own optimisers see only the param store);
@@ -695,8 +754,7 @@ class DiffusionChain:
         """
         x0 = self._check_x("x0", x0)
         T = self.num_timesteps
-        if self.weight_posterior is not None:
-            self._weight_sites(self.weight_posterior.distributions())
+        self._posterior_weight_sites()
         with pyro.plate("data", x0.shape[0], subsample_size=subsample_size, device=str(x0.device)) as rows:
             index = cast(Tensor, rows)
             if index.shape[0] != x0.shape[0]:
@@ -725,8 +783,7 @@ class DiffusionChain:
             guide takes the model's arguments.
         """
         x0 = self._check_x("x0", x0)
-        if self.weight_posterior is not None:  # a Bayesian chain's weights first, as in guide
-            self._weight_sites(self.weight_posterior.distributions())
+        self._posterior_weight_sites()  # a Bayesian chain's weights first, as in guide
         with pyro.plate("data", x0.shape[0], device=str(x0.device)):
             x = x0
             for step in pyro.markov(range(1, self.num_timesteps + 1)):

@@ -10,7 +10,8 @@ the file but passed again (``load_chain(path, net=MyNet(...))``).
 A Bayesian chain (built with ``prior=``) also keeps its prior (a
 :class:`~probgen.priors.GaussianPrior`'s fields; a prior of the user's own class is passed again,
 ``load_chain(path, prior=...)``) and its weight posterior, the locations and scales of
-:class:`~probgen.models.diffusion.weights.MeanFieldWeights`, as two more entries of the same format.
+:class:`~probgen.models.diffusion.weights.MeanFieldWeights` (and the factor and rank of a
+:class:`~probgen.models.diffusion.weights.LowRankWeights`), as two more entries of the same format.
 Such a file is version 2 (:data:`CHAIN_VERSION`), so a probgen from before Bayesian chains refuses it
 and says to upgrade, instead of loading the posterior-mean chain without its posterior; a point chain
 is still written as version 1 (:data:`POINT_CHAIN_VERSION`), which every probgen reads.
@@ -111,7 +112,7 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
     :class:`~probgen.models.diffusion.networks.ConvDenoiser`) and decoders their constructor
     arguments. It is written atomically. A Bayesian chain's file also holds its prior and its weight
     posterior (``"weight_posterior"``: the parameter paths, the initial scale and the module's
-    ``state_dict``), so that it reloads to the same read-outs.
+    ``state_dict``, plus ``"rank"`` for a low-rank posterior), so that it reloads to the same read-outs.
 
     :param DiffusionChain chain: the chain to save.
     :param path: the file to write (conventionally ``.pt``).
@@ -148,6 +149,8 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
             "names": list(posterior.names),
             "init_scale": posterior.init_scale,
             "state": posterior.state_dict(),
+            # only a low-rank posterior has a rank, so mean-field files are as before
+            **({} if chain.posterior_rank is None else {"rank": chain.posterior_rank}),
         }
     version = CHAIN_VERSION if "weight_posterior" in payload else POINT_CHAIN_VERSION
     save_checkpoint(payload, path, file_format=CHAIN_FORMAT, version=version)
@@ -207,6 +210,7 @@ def load_chain(
         prediction=saved["prediction"],
         prior=chain_prior,
         init_scale=None if saved_posterior is None else float(saved_posterior["init_scale"]),
+        posterior_rank=None if saved_posterior is None else saved_posterior.get("rank"),
     )
     # files written before chains took a condition have no entry: their nets are unconditional
     condition = saved.get("condition") or {"num_classes": None, "cond_dim": None}
