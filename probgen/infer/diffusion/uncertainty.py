@@ -34,17 +34,18 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from probgen._validate import check_positive_int, check_probability, check_seed
-from probgen.infer.diffusion._util import check_condition, repeat_rows, weight_draws
+from probgen.infer.diffusion._util import WeightDraws, check_condition, repeat_rows, weight_draws
 from probgen.infer.diffusion.sample import _ddim_steps, ddim_step
 from probgen.infer.results import (
     DiffusionFitResult,
@@ -90,6 +91,15 @@ def _ancestral(chain: DiffusionChain, x: Tensor, weights: Mapping[str, Tensor], 
 def _rows_condition(chain: DiffusionChain, condition: Any, num_rows: int) -> Tensor | None:
     return check_condition(chain, condition, num_rows, f"the samples (num_samples={num_rows})")
 
+
+
+@contextlib.contextmanager
+def _seeded_draws(source: Any, num_posterior_draws: Any, seed: int, what: str) -> Iterator[WeightDraws]:
+    """The set-up every read-out shares: torch's streams forked and seeded with ``seed`` (so the caller's
+    are left as they were), no gradients, and the read-out's ``S >= 2`` weight draws."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        yield weight_draws(source, num_posterior_draws, seed, what=what, min_draws=2)
 
 
 def _warn_if_diverged(outputs: Tensor, sampler: str) -> None:
@@ -152,11 +162,7 @@ def sample_uncertainty(
         raise ValueError(f"num_ancestral must be at least 2 (a variance within a draw), got {num_ancestral}.")
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        draws = weight_draws(
-            source, num_posterior_draws, seed, what="sample_uncertainty", min_draws=2
-        )
+    with _seeded_draws(source, num_posterior_draws, seed, "sample_uncertainty") as draws:
         chain, weights, num_draws = draws.chain, draws.weights, draws.num_draws
         T = chain.num_timesteps
         num_steps = T if num_sampling_steps is None else check_positive_int("num_sampling_steps", num_sampling_steps)
@@ -243,11 +249,7 @@ def predictive_uncertainty(
         raise ValueError(f"num_samples must be at least 2 (a variance within a draw), got {num_samples}.")
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        draws = weight_draws(
-            source, num_posterior_draws, seed, what="predictive_uncertainty", min_draws=2
-        )
+    with _seeded_draws(source, num_posterior_draws, seed, "predictive_uncertainty") as draws:
         chain, weights, num_draws = draws.chain, draws.weights, draws.num_draws
         num_conditions = _num_conditions(condition)
         cond = check_condition(chain, condition, num_conditions, "the conditions")
@@ -310,11 +312,7 @@ def mutual_information(
     num_samples = check_positive_int("num_samples", num_samples)
     seed = check_seed(seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        draws = weight_draws(
-            source, num_posterior_draws, seed, what="mutual_information", min_draws=2
-        )
+    with _seeded_draws(source, num_posterior_draws, seed, "mutual_information") as draws:
         chain, weights, num_draws = draws.chain, draws.weights, draws.num_draws
         cond = _rows_condition(chain, condition, num_samples)
         T = chain.num_timesteps
