@@ -12,7 +12,7 @@ and sampling live in :mod:`probgen.infer.diffusion`.
 * ``decoders.py``: the last reverse step ``p_theta(x_0 | x_1)``, continuous or discretised;
 * ``networks.py``: time-conditioned denoisers for vectors and small images, optionally also conditioned
   on class labels (``num_classes=``) or covariates (``cond_dim=``), which makes the chain model
-  ``p(x_0 | c)``;
+  ``p(x_0 | c)``, and :class:`MeanShiftDenoiser`, a denoiser of the residual ``y - m(c)`` for diffusion regression;
 * ``weights.py``: :class:`MeanFieldWeights` and :class:`LowRankWeights`, the weight posteriors of a
   Bayesian denoiser (a chain built with ``prior=``, and ``posterior_rank=`` for the low-rank one), and
   :func:`call_with_weights`, the net run with given (or ``S`` stacked) weights;
@@ -30,7 +30,7 @@ from probgen.models.diffusion.chain import (
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, DiscretizedNormal, GaussianDecoder
 from probgen.models.diffusion.inpaint import InpaintMessenger
 from probgen.models.diffusion.io import load_chain, save_chain
-from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser, SinusoidalEmbedding
+from probgen.models.diffusion.networks import ConvDenoiser, MeanShiftDenoiser, MLPDenoiser, SinusoidalEmbedding
 from probgen.models.diffusion.weights import WEIGHT_INIT_SCALE, LowRankWeights, MeanFieldWeights, call_with_weights
 from probgen.models.diffusion.schedules import (
     SCHEDULE_NAMES,
@@ -57,6 +57,7 @@ __all__ = [
     "InpaintMessenger",
     "LowRankWeights",
     "MLPDenoiser",
+    "MeanShiftDenoiser",
     "MeanFieldWeights",
     "PMeanVariance",
     "Prediction",

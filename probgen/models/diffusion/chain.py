@@ -76,6 +76,7 @@ from probgen._types import DeviceLike
 from probgen._validate import as_tensor, check_choice, check_positive_int
 from probgen.models.diffusion._util import check_condition, check_condition_options, sum_event
 from probgen.models.diffusion.decoders import Decoder, GaussianDecoder
+from probgen.models.diffusion.networks import MeanShiftDenoiser
 from probgen.models.diffusion.schedules import Schedule
 from probgen.models.diffusion.weights import (
     WEIGHT_INIT_SCALE,
@@ -219,6 +220,17 @@ class DiffusionChain:
         self.decoder = decoder
         self.variance: Variance = check_choice("variance", variance, VARIANCES)
         self.prediction: Prediction = check_choice("prediction", prediction, PREDICTIONS)
+        if isinstance(net, MeanShiftDenoiser):
+            if net.prediction != self.prediction:
+                raise ValueError(
+                    f"the MeanShiftDenoiser was built with prediction={net.prediction!r} but the chain has "
+                    f"prediction={self.prediction!r}; build both with the same."
+                )
+            if net.num_timesteps != schedule.num_timesteps:
+                raise ValueError(
+                    f"the MeanShiftDenoiser was built for a schedule of {net.num_timesteps} steps but the chain's "
+                    f"has {schedule.num_timesteps}; pass the chain's schedule to both."
+                )
         #: The number of classes of a class-conditional net (``net.num_classes``), else ``None``.
         self.num_classes: int | None
         #: The number of covariates of a covariate-conditional net (``net.cond_dim``), else ``None``.

@@ -36,7 +36,7 @@ from probgen._io import load_checkpoint, save_checkpoint
 from probgen.models.diffusion._util import describe_condition
 from probgen.models.diffusion.chain import DiffusionChain
 from probgen.models.diffusion.decoders import Decoder, DiscretizedGaussianDecoder, GaussianDecoder
-from probgen.models.diffusion.networks import ConvDenoiser, MLPDenoiser
+from probgen.models.diffusion.networks import ConvDenoiser, MeanShiftDenoiser, MLPDenoiser
 from probgen.models.diffusion.schedules import make_schedule
 from probgen.priors import GaussianPrior, Prior
 
@@ -63,7 +63,18 @@ _DECODERS: dict[str, type[Decoder]] = {
 
 
 def _describe(obj: nn.Module | Decoder) -> dict[str, Any] | None:
-    """``{"class": name, "config": kwargs}`` for a probgen network or decoder, else ``None``."""
+    """``{"class": name, "config": kwargs}`` for a probgen network or decoder, else ``None``.
+
+    A :class:`MeanShiftDenoiser` is described by its options and its inner denoiser's description
+    (``None`` if that is the user's own); its schedule is the chain's, saved as the betas.
+    """
+    if type(obj) is MeanShiftDenoiser:
+        inner = _describe(obj.denoiser)
+        options: dict[str, Any] = {
+            "denoiser": inner, "event_shape": list(obj.event_shape), "mean_hidden": obj.mean_hidden,
+            "mean_layers": obj.mean_layers, "prediction": obj.prediction,
+        }  # fmt: skip
+        return None if inner is None else {"class": "MeanShiftDenoiser", "config": options}
     registry: Mapping[str, type] = _NETS if isinstance(obj, nn.Module) else _DECODERS
     name = type(obj).__name__
     if registry.get(name) is not type(obj):  # the user's own class, or one that shadows a probgen name
@@ -109,8 +120,9 @@ def save_chain(chain: DiffusionChain, path: str | os.PathLike[str]) -> None:
     name, the event shape, the decoder, ``variance`` and ``prediction``, the condition the network
     takes (``{"num_classes": ..., "cond_dim": ...}``, both ``None`` when unconditional), and for
     probgen's own networks (:class:`~probgen.models.diffusion.networks.MLPDenoiser`,
-    :class:`~probgen.models.diffusion.networks.ConvDenoiser`) and decoders their constructor
-    arguments. It is written atomically. A Bayesian chain's file also holds its prior and its weight
+    :class:`~probgen.models.diffusion.networks.ConvDenoiser`, and a
+    :class:`~probgen.models.diffusion.networks.MeanShiftDenoiser` around one of them) and decoders their
+    constructor arguments. It is written atomically. A Bayesian chain's file also holds its prior and its weight
     posterior (``"weight_posterior"``: the parameter paths, the initial scale and the module's
     ``state_dict``, plus ``"rank"`` for a low-rank posterior), so that it reloads to the same read-outs.
 
@@ -194,7 +206,14 @@ def load_chain(
     saved = load_checkpoint(
         path, file_format=CHAIN_FORMAT, version=CHAIN_VERSION, what="a diffusion chain", old=_OLD_FORMATS
     )
-    model: nn.Module = _rebuild("net", saved["net"], net, _NETS)
+    schedule = make_schedule(saved["betas"], name=saved["schedule"])
+    described = saved["net"]
+    if net is None and described is not None and described["class"] == "MeanShiftDenoiser":
+        config = dict(described["config"])
+        inner = _rebuild("net", config.pop("denoiser"), None, _NETS)
+        model: nn.Module = MeanShiftDenoiser(inner, schedule, **config)
+    else:
+        model = _rebuild("net", described, net, _NETS)
     saved_posterior = saved.get("weight_posterior")
     if saved_posterior is None and prior is not None:
         raise ValueError(
@@ -203,7 +222,7 @@ def load_chain(
     chain_prior = None if saved_posterior is None else _rebuild_prior(saved.get("prior"), prior)
     chain = DiffusionChain(
         model,
-        make_schedule(saved["betas"], name=saved["schedule"]),
+        schedule,
         event_shape=saved["event_shape"],
         decoder=_rebuild("decoder", saved["decoder"], decoder, _DECODERS),
         variance=saved["variance"],

@@ -14,12 +14,20 @@ linear map of the covariates) and added to it, so every block sees the step and 
 together. A network of one's own is conditional for the chain when it has an attribute ``num_classes``
 or ``cond_dim`` that is not ``None``.
 
+For a diffusion *regression* ``p(y | c)``, :class:`MeanShiftDenoiser` wraps a conditional denoiser with a
+small network ``m(c)`` of the condition alone, and the chain then models the residual ``y - m(c)``
+exactly: the denoiser sees ``y_t - sqrt(alpha_bar_t) m(c)``, which is the residual's own noised value
+([4], where a regression network's output is the mean that the diffusion corrects). Under a weight
+prior the mean's weights say how sure the model is of ``E[y | c]``, as a BNN's weights do.
+
 References:
 
 [1] A. Vaswani et al. (2017), "Attention Is All You Need", NeurIPS, Section 3.5 (sinusoidal embedding).
 [2] J. Ho, A. Jain, P. Abbeel (2020), "Denoising Diffusion Probabilistic Models", NeurIPS, Appendix B.
 [3] P. Dhariwal, A. Nichol (2021), "Diffusion Models Beat GANs on Image Synthesis", NeurIPS, Section 3
     (adaptive group normalisation).
+[4] M. Mardani et al. (2023), "Residual Corrective Diffusion Modeling for Km-scale Atmospheric
+    Downscaling", arXiv:2309.15214, Section 3 (a regression mean plus diffusion of the residual).
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from torch import Tensor, nn
 
 from probgen._validate import check_positive_int
 from probgen.models.diffusion._util import check_condition, check_condition_options
+from probgen.models.diffusion.schedules import Schedule
 
-__all__ = ["ConvDenoiser", "MLPDenoiser", "SinusoidalEmbedding"]
+__all__ = ["ConvDenoiser", "MLPDenoiser", "MeanShiftDenoiser", "SinusoidalEmbedding"]
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -288,3 +297,123 @@ class ConvDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.out(nn.functional.silu(self.norm(h))).reshape(x.shape)
+
+
+class MeanShiftDenoiser(nn.Module):
+    """A conditional denoiser of the residual ``y - m(c)``, where ``m(c)`` is a small network of the condition alone.
+
+    For data ``y`` with a condition ``c`` the chain built on this net models ``z = y - m(c)``. A shift
+    leaves the density's Jacobian at 1, so ``log p(y | c) = log p_z(y - m(c) | c)``. The noised
+    ``y_t = sqrt(alpha_bar_t) y + sqrt(1 - alpha_bar_t) eps`` equals ``z_t + sqrt(alpha_bar_t) m(c)``,
+    so the wrapped ``denoiser`` gets ``z_t`` and predicts the same ``eps``; with ``prediction="x0"`` it
+    predicts ``z_0`` and ``m(c)`` is added back. Each reverse step's Gaussian is then the residual
+    chain's step shifted by ``sqrt(alpha_bar_{t-1}) m(c)``; the one difference from the residual chain
+    is the start ``p(y_T) = N(0, I)``, not ``N(sqrt(alpha_bar_T) m(c), I)``, and the chain's bound is exact
+    for the model as built. Training, the bound and every sampler need nothing more.
+
+    Why: the mean enters every step through one path of the condition alone. Under a weight prior
+    (e.g. ``GaussianPrior(..., deterministic=("denoiser",))``, only the mean's weights Bayesian) its
+    posterior says how sure the model is of ``E[y | c]``, as a BNN regression's weights do, and
+    gives the wider band between and beyond the data that a shift through the denoiser's shared
+    blocks does not (``benchmarks/README.md``, "Gap toy").
+
+    :param nn.Module denoiser: a conditional denoiser ``denoiser(z_t, t, c)`` (``cond_dim`` or
+        ``num_classes`` set), e.g. an :class:`MLPDenoiser`.
+    :param Schedule schedule: the chain's schedule, whose ``sqrt(alpha_bar_t)`` shift the input; the
+        chain checks that it has as many steps as its own.
+    :param event_shape: the shape of one data point, as for the chain.
+    :param int mean_hidden: the width of the mean's hidden layers.
+    :param int mean_layers: the number of its hidden ``tanh`` layers (0 for a linear map of covariates).
+    :param str prediction: what ``denoiser`` predicts, ``"epsilon"`` or ``"x0"``; the chain must say the same.
+    :raises ValueError: for an unconditional ``denoiser``, non-positive sizes or an unknown ``prediction``.
+    :raises TypeError: for a ``denoiser`` that is not a module or a ``schedule`` that is not a Schedule.
+
+    Example::
+
+        >>> from probgen.models.diffusion import get_schedule
+        >>> schedule = get_schedule("linear", 10)
+        >>> net = MeanShiftDenoiser(MLPDenoiser(1, hidden_dim=8, cond_dim=2), schedule, event_shape=(1,))
+        >>> net.cond_dim, net(torch.zeros(5, 1), torch.full((5,), 3), torch.zeros(5, 2)).shape
+        (2, torch.Size([5, 1]))
+        >>> net.condition_mean(torch.zeros(5, 2)).shape
+        torch.Size([5, 1])
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        schedule: Schedule,
+        *,
+        event_shape: tuple[int, ...] | torch.Size,
+        mean_hidden: int = 16,
+        mean_layers: int = 2,
+        prediction: str = "epsilon",
+    ) -> None:
+        super().__init__()
+        if not isinstance(denoiser, nn.Module):
+            raise TypeError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}.")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule (get_schedule(...)), got {type(schedule).__name__}.")
+        self.num_classes, self.cond_dim = check_condition_options(
+            getattr(denoiser, "num_classes", None), getattr(denoiser, "cond_dim", None), prefix="denoiser."
+        )
+        if self.num_classes is None and self.cond_dim is None:
+            raise ValueError(
+                "MeanShiftDenoiser needs a conditional denoiser (one with num_classes= or cond_dim=): its mean "
+                "m(c) is a function of the condition."
+            )
+        if prediction not in ("epsilon", "x0"):
+            raise ValueError(f"prediction must be 'epsilon' or 'x0', got {prediction!r}.")
+        mean_hidden = check_positive_int("mean_hidden", mean_hidden)
+        mean_layers = check_positive_int("mean_layers", mean_layers, allow_zero=True)
+        self.event_shape = torch.Size(check_positive_int("event_shape entry", int(s)) for s in event_shape)
+        self.prediction = prediction
+        self.mean_hidden, self.mean_layers = mean_hidden, mean_layers
+        self.denoiser = denoiser
+        out_dim = math.prod(self.event_shape)
+        layers: list[nn.Module] = []
+        width = self.cond_dim
+        if self.num_classes is not None:
+            layers.append(nn.Embedding(self.num_classes, mean_hidden))
+            width = mean_hidden
+        for _ in range(mean_layers):
+            layers += [nn.Linear(int(width), mean_hidden), nn.Tanh()]  # type: ignore[arg-type]
+            width = mean_hidden
+        layers.append(nn.Linear(int(width), out_dim))  # type: ignore[arg-type]
+        self.mean = nn.Sequential(*layers)
+        # sqrt(alpha_bar_t) at index t (1..T); index 0, the data itself, has 1
+        signal = torch.cat([torch.ones(1, dtype=torch.float64), schedule.sqrt_alphas_cumprod])
+        self.signal: Tensor
+        self.register_buffer("signal", signal.to(torch.get_default_dtype()))
+
+    @property
+    def num_timesteps(self) -> int:
+        """The number of steps ``T`` of the schedule the net was built with."""
+        return int(self.signal.shape[0]) - 1
+
+    def condition_mean(self, c: Tensor) -> Tensor:
+        """``m(c)``, shaped ``(*batch, *event_shape)`` for labels ``batch`` or covariates ``(*batch, cond_dim)``."""
+        labels = self.num_classes is not None
+        batch_shape = c.shape if labels else c.shape[:-1]
+        rows = c.reshape(-1) if labels else c.reshape(-1, c.shape[-1])
+        return self.mean(rows).reshape(*batch_shape, *self.event_shape)
+
+    def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        """The prediction at ``x`` ``(*batch, *event_shape)`` and steps ``t`` (shape ``batch``), given ``c``.
+
+        :raises ValueError: for ``x`` of the wrong shape, or a missing or malformed ``c``.
+        """
+        event_dim = len(self.event_shape)
+        if x.dim() < event_dim or tuple(x.shape[x.dim() - event_dim :]) != tuple(self.event_shape):
+            raise ValueError(f"x must have shape (*batch, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}.")
+        batch_shape = x.shape[: x.dim() - event_dim]
+        c = check_condition(
+            "c", c, num_classes=self.num_classes, cond_dim=self.cond_dim, batch_shape=batch_shape, dtype=x.dtype,
+            owner="MeanShiftDenoiser", rows_of="x",
+        )  # fmt: skip
+        assert c is not None  # a conditional net: check_condition raised for a missing condition
+        mean = self.condition_mean(c)
+        steps = torch.as_tensor(t, device=x.device).expand(batch_shape)
+        signal = self.signal.to(x.dtype)[steps].reshape(*batch_shape, *(1,) * event_dim)
+        out = self.denoiser(x - signal * mean, t, c)
+        return out + mean if self.prediction == "x0" else out
