@@ -146,6 +146,40 @@ class FlatLogDensity(ABC):
         """``num`` starting points in the unconstrained space, ``(num, dim)``, from ``generator``."""
 
 
+    def start_from(self, values: Mapping[str, Tensor], fallback: Tensor) -> Tensor:
+        """Starting points ``(chains, dim)`` at the given constrained site values, ``{name: (chains, *shape)}``.
+
+        A site missing from ``values`` keeps its value at ``fallback`` (the default starting points,
+        ``(chains, dim)``), so a user may start some sites and leave the rest to the sampler.
+
+        :raises ValueError: for a value outside its site's support (its unconstrained value is not
+            finite), or a point where the log density is not finite; the message names the chain.
+        """
+        current = {name: value for name, value in self.unpack(fallback).items() if name in self.names}
+        current.update({name: value.to(device=self.device, dtype=self.dtype) for name, value in values.items()})
+        u = self.pack(current).to(self.dtype)
+        for site in self.sites:
+            bad = ~torch.isfinite(u[:, site.start : site.stop]).all(dim=1)
+            if bad.any():
+                chain = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"init_params[{site.name!r}] for chain {chain} is outside the site's support or not finite; "
+                    "start it at a value the site can take."
+                )
+        logp = self.log_density(u)
+        if not torch.isfinite(logp).all():
+            chain = int((~torch.isfinite(logp)).nonzero()[0, 0])
+            raise ValueError(
+                f"the log density is not finite at chain {chain}'s starting point (init_params); start it where the "
+                "data are possible under the model."
+            )
+        return u
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The latent sites of the layout, in sampling order."""
+        return tuple(site.name for site in self.sites)
+
     def unpack(self, u: Tensor) -> dict[str, Tensor]:
         """Constrained site values from ``u`` of shape ``(*batch, dim)``: ``{name: (*batch, *shape)}``."""
         batch = u.shape[:-1]

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pyro
 import torch
 from torch import Tensor
 from torch.distributions import biject_to
@@ -195,6 +196,24 @@ class TraceLogDensity(FlatLogDensity):
         with torch.no_grad(), _trace.quiet_validation():
             out, _ = _trace.vectorise(one, {"u": u}, u.shape[0], try_vmap=self._use_vmap)
         return out
+
+    def pack(self, values: Mapping[str, Tensor]) -> Tensor:
+        """Unconstrained points ``(num, dim)`` from every latent site's value ``{name: (num, *shape)}``.
+
+        Each row runs the program conditioned on its values, so that a site whose support depends on
+        other sites (``Uniform(0, tau)``) is unconstrained by the support it has there.
+        """
+        num = next(iter(values.values())).shape[0]
+        rows = []
+        with torch.no_grad(), _trace.quiet_validation():
+            for row in range(num):
+                given = {name: torch.as_tensor(values[name][row], dtype=self.dtype) for name in self.layout}
+                program = pyro.poutine.condition(self.program, data=given)
+                trace = _trace.run_traced(program, self.args, self.kwargs, *self._handlers())
+                nodes: Any = trace.nodes
+                pieces = [biject_to(nodes[name]["fn"].support).inv(given[name]).reshape(-1) for name in self.layout]
+                rows.append(torch.cat(pieces))
+        return torch.stack(rows).to(self.dtype)
 
     def unpack(self, u: Tensor) -> dict[str, Tensor]:
         """Site values (deterministic sites included) from ``u`` of shape ``(*batch, dim)``."""

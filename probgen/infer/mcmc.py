@@ -47,7 +47,7 @@ from typing import Any, Literal, get_args
 
 import pyro
 import torch
-from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
+from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform, init_to_value
 from pyro.infer.mcmc import MCMC, NUTS
 from torch import Tensor, nn
 
@@ -138,14 +138,20 @@ class _RecordingNUTS(NUTS):
 
 
 def _run_pyro(
-    spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch | None
+    spec: InferenceModel,
+    data: ModelData,
+    config: NUTSConfig,
+    seed: int,
+    compile: bool | None,
+    dispatch: Dispatch | None,
+    init: Mapping[str, Tensor] | None = None,
 ) -> Chains:
     """Pyro's NUTS. Chain ``c`` is seeded with ``seed + c``; the chains are split over ``config.num_workers``
     processes (see :mod:`probgen.infer._workers`), or groups run by ``dispatch``, so the draws do not
     depend on that number. Pyro's progress bar shows only when everything runs in this process."""
     groups = [chains.tolist() for chains in torch.arange(config.num_chains).tensor_split(config.num_workers)]
     show_bar = dispatch is None and config.num_workers == 1 and progress_enabled(config.progress_bar)
-    jobs = [partial(_run_pyro_chains, spec, data, config, seed, chains, show_bar) for chains in groups]
+    jobs = [partial(_run_pyro_chains, spec, data, config, seed, chains, show_bar, init) for chains in groups]
     per_chain = [chain for group in (dispatch or run_jobs)(jobs) for chain in group]
     samples = {k: torch.stack([c[0][k] for c in per_chain]) for k in per_chain[0][0]}
     stats = {k: torch.stack([c[1][k] for c in per_chain]) for k in STAT_NAMES}
@@ -159,18 +165,26 @@ def _run_pyro_chains(
     seed: int,
     chains: list[int],
     show_bar: bool,
+    init: Mapping[str, Tensor] | None,
     report: Callable[[int], None],
 ) -> list[Chains]:
-    """Pyro's NUTS on ``chains``, one after another; each chain's draws ``(draw, ...)``."""
+    """Pyro's NUTS on ``chains``, one after another; each chain's draws ``(draw, ...)``.
+
+    A chain starts at its row of ``init`` (constrained values) where given, elsewhere where the
+    ``"flat"`` backend's chains start (a prior draw for a BNN, uniform in ``[-2, 2]`` unconstrained
+    for a Pyro program)."""
     out = []
-    init = init_to_sample if spec.kind == "bnn" else init_to_uniform  # the "flat" backend's starting points
+    default = init_to_sample if spec.kind == "bnn" else init_to_uniform  # the "flat" backend's starting points
     for chain in chains:
         pyro.set_rng_seed(seed + chain)
+        strategy = default
+        if init:
+            strategy = init_to_value(values={name: value[chain] for name, value in init.items()}, fallback=default)
         kernel = _RecordingNUTS(
             spec.program(),
             target_accept_prob=config.target_accept_prob,
             max_tree_depth=config.max_tree_depth,
-            init_strategy=init,
+            init_strategy=strategy,
             adapt_step_size=True,
             adapt_mass_matrix=True,
         )
@@ -184,25 +198,43 @@ def _run_pyro_chains(
 
 
 def _run_flat(
-    spec: InferenceModel, data: ModelData, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch | None
+    spec: InferenceModel,
+    data: ModelData,
+    config: NUTSConfig,
+    seed: int,
+    compile: bool | None,
+    dispatch: Dispatch | None,
+    init: Mapping[str, Tensor] | None = None,
 ) -> Chains:
-    """probgen's batched NUTS on the model's flat log density, its groups of chains run by ``dispatch`` if given."""
+    """probgen's batched NUTS on the model's flat log density, its groups of chains run by ``dispatch`` if given.
+
+    The chains start at ``init`` (constrained values, ``(chains, *shape)``) where given, and at the
+    density's own starting points (drawn with ``seed``) for the sites it leaves out."""
     density = spec.flat_density(data)
+    start = None
+    if init:
+        fallback = density.init_positions(config.num_chains, torch.Generator(density.device).manual_seed(seed))
+        start = density.start_from(init, fallback)
     if dispatch is None:
-        out = run_chains(density, config, seed, compile=compile)
+        out = run_chains(density, config, seed, compile=compile, init=start)
         return spec.unpack(density, out.draws), out.sample_stats
-    draws, stats = _run_flat_groups(density, config, seed, compile, dispatch)
+    draws, stats = _run_flat_groups(density, config, seed, compile, dispatch, start)
     return spec.unpack(density, draws), stats
 
 
 def _run_flat_groups(
-    density: FlatLogDensity, config: NUTSConfig, seed: int, compile: bool | None, dispatch: Dispatch
+    density: FlatLogDensity,
+    config: NUTSConfig,
+    seed: int,
+    compile: bool | None,
+    dispatch: Dispatch,
+    init: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The groups of :func:`~probgen.infer.nuts.run_chains`, as jobs for ``dispatch``: the same starting
-    points (drawn with ``seed``), the same ``config.num_workers`` groups and the same seed per group
-    (the ``g``-th spawned from ``seed``), so the draws are those of ``run_chains``."""
+    points (``init``, or drawn with ``seed``), the same ``config.num_workers`` groups and the same seed
+    per group (the ``g``-th spawned from ``seed``), so the draws are those of ``run_chains``."""
     with torch_threads(1):
-        groups, seeds = chain_groups(density, config, seed)
+        groups, seeds = chain_groups(density, config, seed, init)
     quiet = config._replace(progress_bar=False)
     jobs = [
         partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile)
@@ -272,7 +304,7 @@ def _run_here(jobs: Sequence[Callable[..., Any]], executor: Executor | None) -> 
             future.cancel()
 
 
-Runner = Callable[[InferenceModel, ModelData, NUTSConfig, int, "bool | None", "Dispatch | None"], Chains]
+Runner = Callable[..., Chains]  # (spec, data, config, seed, compile, dispatch, init) -> draws and statistics
 
 #: NUTS implementations by name. ``"auto"`` resolves to the fastest registered backend that is correct for the model.
 BACKENDS: dict[str, Runner] = {"flat": _run_flat, "pyro": _run_pyro}
@@ -284,6 +316,56 @@ def _resolve_backend(backend: str, spec: InferenceModel, data: ModelData) -> str
     if backend == "auto":
         return "pyro" if spec.discrete_latents(data) else "flat"
     return backend
+
+
+def _initial_values(
+    init_params: Any, shapes: Mapping[str, tuple[int, ...]], num_chains: int, device: torch.device
+) -> dict[str, Tensor] | None:
+    """``init_params`` as ``{site: (num_chains, *shape)}`` float tensors on ``device``; ``None`` for none.
+
+    A fit (anything with ``get_samples``) gives ``num_chains`` evenly spaced draws of its latent sites.
+    """
+    if init_params is None:
+        return None
+    from_fit = hasattr(init_params, "get_samples") and callable(init_params.get_samples)
+    if from_fit:
+        draws = init_params.get_samples()
+        values: dict[str, Any] = {}
+        for name in shapes:
+            if name in draws:
+                count = int(draws[name].shape[0])
+                index = torch.linspace(0, count - 1, num_chains, device=draws[name].device).round().long()
+                values[name] = draws[name][index]
+    elif isinstance(init_params, Mapping):
+        unknown = sorted(set(init_params) - set(shapes))
+        if unknown:
+            raise ValueError(
+                f"init_params names {', '.join(map(repr, unknown))}, which the model does not sample; its latent "
+                f"sites are {', '.join(map(repr, shapes))}."
+            )
+        values = dict(init_params)
+    else:
+        raise TypeError(
+            "init_params must be a dict {site: value} or a result of fit_svi or fit_nuts, got "
+            f"{type(init_params).__name__}."
+        )
+    out = {}
+    for name, value in values.items():
+        value = torch.as_tensor(value, device=device)
+        if not value.is_floating_point():
+            raise TypeError(f"init_params[{name!r}] must hold floats, got {value.dtype}.")
+        shape = tuple(shapes[name])
+        if tuple(value.shape) == shape:
+            value = value.expand(num_chains, *shape)
+        elif tuple(value.shape) != (num_chains, *shape):
+            raise ValueError(
+                f"init_params[{name!r}] has shape {tuple(value.shape)}; expected {shape} (every chain) or "
+                f"{(num_chains, *shape)} (one row per chain)."
+            )
+        if not torch.isfinite(value).all():
+            raise ValueError(f"init_params[{name!r}] is not finite.")
+        out[name] = value.detach().clone()
+    return out
 
 
 #: What to do about divergent transitions; the sampler's warning and the convergence report both give it.
@@ -317,7 +399,7 @@ def warn_about_draws(stats: Mapping[str, Tensor], max_tree_depth: int, *, stackl
 
 _OPTIONS = (
     "model_kwargs", "num_warmup", "num_samples", "num_chains", "target_accept_prob", "max_tree_depth",
-    "backend", "seed", "num_workers", "executor", "compile", "device", "progress_bar",
+    "backend", "seed", "num_workers", "executor", "compile", "device", "progress_bar", "init_params",
 )  # fmt: skip
 
 
@@ -337,6 +419,7 @@ def fit_nuts(
     compile: bool | None = None,
     device: DeviceLike | None = None,
     progress_bar: bool = True,
+    init_params: Mapping[str, Any] | Any | None = None,
     **unknown: Any,
 ) -> MCMCResult:
     """Sample a model's posterior with the No-U-Turn Sampler.
@@ -378,11 +461,22 @@ def fit_nuts(
         are. Off the CPU every chain runs batched in this process (forked workers cannot share a
         GPU), so ``num_workers`` above 1 needs an ``executor`` or a torch.distributed job.
     :param bool progress_bar: show a progress bar (off when the ``CI`` environment variable is set).
+    :param init_params: where the chains start, in the sites' own (constrained) values: a dict
+        ``{site: value}`` with each value shaped ``(num_chains, *site_shape)`` (one start per chain) or
+        ``site_shape`` (the same start for every chain), or a result of :func:`~probgen.fit_svi` or
+        :func:`fit_nuts`, whose draws start the chains (``num_chains`` of them, evenly spaced; its
+        other sites, such as deterministic ones, are ignored). Sites left out start where they would
+        without it. ``None`` (the default): a BNN's chains start from prior draws, a Pyro program's
+        uniformly in ``[-2, 2]`` on the unconstrained scale. Starting from a fit's draws is a warm
+        start; R-hat then compares chains that began in the region that fit found, so it can no
+        longer tell whether chains from far apart would have agreed.
     :returns: an :class:`~probgen.infer.results.MCMCResult`.
     :raises TypeError: for data the model does not take, an unknown option, or an ``executor``
         that is not a ``concurrent.futures.Executor``.
     :raises ValueError: for bad option values, data the model cannot condition on, a model that
-        observes nothing, a dynamic model, or discrete latent sites with ``backend="flat"``.
+        observes nothing, a dynamic model, discrete latent sites with ``backend="flat"``, or
+        ``init_params`` that name an unknown site, have the wrong shape, lie outside a site's support or
+        give a log density that is not finite.
 
     Started by ``torchrun``, every process runs the same call with the same model and data; rank
     ``r`` runs its share of the groups of chains (the ``r``-th of ``world_size`` contiguous ones),
@@ -461,7 +555,8 @@ def fit_nuts(
         seed = _distributed.agree(seed)  # a seed drawn at random differs between ranks
     dispatch = None if executor is None and job is None else partial(_dispatch, executor=executor, job=job, device=here)
     start = time.perf_counter()
-    samples, stats = BACKENDS[name](spec, data, config, seed, compile, dispatch)
+    init = _initial_values(init_params, spec.latent_shapes(data), config.num_chains, here)
+    samples, stats = BACKENDS[name](spec, data, config, seed, compile, dispatch, init)
     if job is None or job.rank == 0:
         warn_about_draws(stats, config.max_tree_depth, stacklevel=2)
     return MCMCResult(
