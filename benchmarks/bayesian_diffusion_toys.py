@@ -152,7 +152,9 @@ def gap_chain(args: argparse.Namespace) -> DiffusionChain:
     elif args.gap_weights == "mean":
         raise SystemExit("--gap-weights mean needs --gap-net mean-shift (the plain MLP has no mean branch)")
     prior = GaussianPrior(args.gap_prior_scale, fan_in=True, deterministic=WEIGHT_SETS[args.gap_weights])
-    return DiffusionChain(net, schedule, event_shape=(1,), prior=prior, init_scale=args.gap_init_scale)
+    return DiffusionChain(
+        net, schedule, event_shape=(1,), prior=prior, init_scale=args.gap_init_scale, variance=args.gap_variance
+    )
 
 
 def run_gap_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -212,7 +214,7 @@ def run_gap(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     point = gap_chain(args)
-    point = DiffusionChain(point.net, point.schedule, event_shape=(1,))  # the same net, no prior: point estimates
+    point = DiffusionChain(point.net, point.schedule, event_shape=(1,), variance=point.variance)  # no prior: points
     ensemble = fit_ensemble(
         point, first["y"][:, None], num_members=args.members, seed=args.seed, condition=first["x"][:, None],
         num_steps=args.gap_steps, batch_size=256, lr=args.gap_lr, progress_bar=False,
@@ -430,6 +432,8 @@ def main() -> None:
     parser.add_argument("--gap-prior-scale", type=float, default=4.0, help="gap toy: prior sd times sqrt(fan_in)")
     parser.add_argument("--gap-init-scale", type=float, default=5e-3, help="gap toy: initial posterior sd")
     parser.add_argument("--gap-lr", type=float, default=5e-3, help="gap toy: Adam's learning rate")
+    parser.add_argument("--gap-variance", choices=("fixed_large", "fixed_small"), default="fixed_large",
+                        help="gap toy: the chain's reverse variances")
     parser.add_argument("--grid", type=int, default=61, help="x grid points on [-pi, pi]")
     parser.add_argument("--bnn-steps", type=int, default=5000)
     parser.add_argument("--density-largest", type=int, default=2048)

@@ -58,6 +58,7 @@ from probgen._compat import import_arviz
 from probgen.infer._workers import available_cores
 from probgen.infer._dispatch import as_inference_model
 from probgen.infer.nuts import NUTSConfig, run_chains
+from probgen.infer.svi import fit_svi
 from probgen.models.bnn import BNN
 
 az = import_arviz()
@@ -124,6 +125,27 @@ def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     wall = time.perf_counter() - start
     q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)
     return Run(wall, int(out.num_leapfrog.sum()), q)
+
+
+def probgen_warm_runner(svi_steps: int) -> Callable[..., Run]:
+    """probgen started from ``num_chains`` draws of a ``svi_steps``-step mean-field SVI fit (``fit_nuts(init_params=fit)``);
+    the SVI fit is part of the wall time."""
+
+    def run(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
+        start = time.perf_counter()
+        fit = fit_svi(model, x, y, num_steps=svi_steps, num_samples=config.num_chains, seed=seed, progress_bar=False)
+        spec = as_inference_model(model)
+        data = spec.bind((x, y), None, fit=True)
+        density = spec.flat_density(data)
+        draws = {name: value for name, value in fit.get_samples().items() if name in density.names}
+        init = density.start_from(draws, density.init_positions(config.num_chains, torch.Generator().manual_seed(seed)))
+        out = run_chains(density, config, seed, init=init)
+        samples = spec.unpack(density, out.draws)
+        wall = time.perf_counter() - start
+        q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)
+        return Run(wall, int(out.num_leapfrog.sum()), q)
+
+    return run
 
 
 def run_pyro(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
@@ -262,6 +284,9 @@ def main() -> None:
     parser.add_argument("--pyro-warmup", type=int, default=100)
     parser.add_argument("--pyro-samples", type=int, default=100)
     parser.add_argument("--skip-pyro", action="store_true")
+    parser.add_argument("--skip-numpyro", action="store_true")
+    parser.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
+                        help="also run probgen from the draws of a STEPS-step SVI fit (row probgen-warm)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
@@ -282,11 +307,13 @@ def main() -> None:
         f"probgen num_workers={workers} ({available_cores()} cores), {args.repeats} repeats (median)"
     )
     engines: dict[str, Callable[..., Run]] = {"probgen": run_probgen}
+    if args.warm_start:
+        engines["probgen-warm"] = probgen_warm_runner(args.warm_start)
     for engine, method in (("numpyro", "sequential"), ("numpyro-par", "parallel")):
-        numpyro_run = numpyro_runner(args.features, args.hidden, method)
+        numpyro_run = None if args.skip_numpyro else numpyro_runner(args.features, args.hidden, method)
         if numpyro_run is not None:
             engines[engine] = numpyro_run
-    if "numpyro" not in engines:
+    if "numpyro" not in engines and not args.skip_numpyro:
         print("numpyro is not installed: skipping its column (pip install -e '.[bench]').")
     rows: dict[str, Row] = {}
     last: dict[str, Run] = {}
@@ -334,7 +361,13 @@ def main() -> None:
                 f"{ours.ess_per_s_excl_compile / b.ess_per_s_excl_compile:.2f}"
             )
         print(f"ms per gradient vs {base}, {b.ms_per_gradient:.3f}, {ours.ms_per_gradient:.3f}, {b.ms_per_gradient / ours.ms_per_gradient:.2f}")
-    for base in ("numpyro", "numpyro-par", "pyro"):
+    if "probgen-warm" in rows:
+        warm = rows["probgen-warm"]
+        per_prior, per_warm = 1e3 * ours.ess_median / ours.gradients, 1e3 * warm.ess_median / warm.gradients
+        print(f"ESS per 1000 gradients, prior starts vs SVI starts, {per_prior:.3f}, {per_warm:.3f}, {per_warm / per_prior:.2f}")
+        print(f"ESS/s, prior starts vs SVI starts (SVI fit counted), {ours.ess_per_s:.3f}, {warm.ess_per_s:.3f}, "
+              f"{warm.ess_per_s / ours.ess_per_s:.2f}")
+    for base in ("numpyro", "numpyro-par", "pyro", "probgen-warm"):
         if base in last:
             print(f"predictive means, probgen vs {base}: largest difference {agreement(last['probgen'], last[base]):.1f} MCSE")
 

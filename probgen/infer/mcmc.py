@@ -304,7 +304,9 @@ def _run_here(jobs: Sequence[Callable[..., Any]], executor: Executor | None) -> 
             future.cancel()
 
 
-Runner = Callable[..., Chains]  # (spec, data, config, seed, compile, dispatch, init) -> draws and statistics
+Runner = Callable[
+    [InferenceModel, ModelData, NUTSConfig, int, "bool | None", "Dispatch | None", "Mapping[str, Tensor] | None"], Chains
+]
 
 #: NUTS implementations by name. ``"auto"`` resolves to the fastest registered backend that is correct for the model.
 BACKENDS: dict[str, Runner] = {"flat": _run_flat, "pyro": _run_pyro}
