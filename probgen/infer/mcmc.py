@@ -21,7 +21,7 @@ Backends are registered in :data:`BACKENDS` (a dict of name -> runner):
   over one process per core (``num_workers``). A BNN's density is hand-differentiated for MLPs; a
   Pyro program's is its trace, captured once and, on long runs, compiled
   (:mod:`probgen.infer._flat_trace`). Measured on an 8-50-1 tanh BNN with 1000 points and 4 chains
-  on 2 cores (``benchmarks/bnn_nuts.py``), it gives 23-26 times the effective samples per second of
+  on 2 cores (``benchmarks/bnn_nuts.py``), it gives 23-29 times the effective samples per second of
   ``"pyro"``; ``benchmarks/generic_nuts.py`` measures Pyro programs.
 * ``"pyro"``: Pyro's own NUTS, the reference; ``"auto"`` takes it for models with discrete latent
   sites, which it enumerates (their draws are not recorded).

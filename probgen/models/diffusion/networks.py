@@ -372,14 +372,13 @@ class MeanShiftDenoiser(nn.Module):
         self.denoiser = denoiser
         out_dim = math.prod(self.event_shape)
         layers: list[nn.Module] = []
-        width = self.cond_dim
-        if self.num_classes is not None:
+        if self.num_classes is not None:  # a label's embedding is the first hidden state
             layers.append(nn.Embedding(self.num_classes, mean_hidden))
-            width = mean_hidden
+        width = mean_hidden if self.cond_dim is None else self.cond_dim
         for _ in range(mean_layers):
-            layers += [nn.Linear(int(width), mean_hidden), nn.Tanh()]  # type: ignore[arg-type]
+            layers += [nn.Linear(width, mean_hidden), nn.Tanh()]
             width = mean_hidden
-        layers.append(nn.Linear(int(width), out_dim))  # type: ignore[arg-type]
+        layers.append(nn.Linear(width, out_dim))
         self.mean = nn.Sequential(*layers)
         # sqrt(alpha_bar_t) at index t (1..T); index 0, the data itself, has 1
         signal = torch.cat([torch.ones(1, dtype=torch.float64), schedule.sqrt_alphas_cumprod])
