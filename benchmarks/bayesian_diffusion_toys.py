@@ -213,8 +213,8 @@ def run_gap(args: argparse.Namespace) -> dict[str, Any]:
           f"{bnn_scores['gap_ratio']:.2f}, Spearman {bnn_scores['noise_spearman']:.3f} (for comparison, no target)")
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    point = gap_chain(args)
-    point = DiffusionChain(point.net, point.schedule, event_shape=(1,), variance=point.variance)  # no prior: points
+    bayes = gap_chain(args)
+    point = bayes.with_weights(bayes.weight_posterior.mean())  # the same net and options, no prior
     ensemble = fit_ensemble(
         point, first["y"][:, None], num_members=args.members, seed=args.seed, condition=first["x"][:, None],
         num_steps=args.gap_steps, batch_size=256, lr=args.gap_lr, progress_bar=False,

@@ -57,6 +57,8 @@ from torch import nn
 from probgen._compat import import_arviz
 from probgen.infer._workers import available_cores
 from probgen.infer._dispatch import as_inference_model
+from probgen.infer.mcmc import _initial_values as initial_values
+from probgen.infer.mcmc import _flat_start as flat_start
 from probgen.infer.nuts import NUTSConfig, run_chains
 from probgen.infer.svi import fit_svi
 from probgen.models.bnn import BNN
@@ -137,9 +139,9 @@ def probgen_warm_runner(svi_steps: int) -> Callable[..., Run]:
         spec = as_inference_model(model)
         data = spec.bind((x, y), None, fit=True)
         density = spec.flat_density(data)
-        draws = {name: value for name, value in fit.get_samples().items() if name in density.names}
-        init = density.start_from(draws, density.init_positions(config.num_chains, torch.Generator().manual_seed(seed)))
-        out = run_chains(density, config, seed, init=init)
+        # exactly what fit_nuts(init_params=fit) does with the fit before it samples
+        init = initial_values(fit, spec.latent_shapes(data), config.num_chains, density.device)
+        out = run_chains(density, config, seed, init=flat_start(density, init, config.num_chains, seed))
         samples = spec.unpack(density, out.draws)
         wall = time.perf_counter() - start
         q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)

@@ -145,7 +145,6 @@ class FlatLogDensity(ABC):
     def init_positions(self, num: int, generator: torch.Generator) -> Tensor:
         """``num`` starting points in the unconstrained space, ``(num, dim)``, from ``generator``."""
 
-
     def start_from(self, values: Mapping[str, Tensor], fallback: Tensor) -> Tensor:
         """Starting points ``(chains, dim)`` at the given constrained site values, ``{name: (chains, *shape)}``.
 

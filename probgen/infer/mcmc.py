@@ -211,15 +211,22 @@ def _run_flat(
     The chains start at ``init`` (constrained values, ``(chains, *shape)``) where given, and at the
     density's own starting points (drawn with ``seed``) for the sites it leaves out."""
     density = spec.flat_density(data)
-    start = None
-    if init:
-        fallback = density.init_positions(config.num_chains, torch.Generator(density.device).manual_seed(seed))
-        start = density.start_from(init, fallback)
+    start = _flat_start(density, init, config.num_chains, seed)
     if dispatch is None:
         out = run_chains(density, config, seed, compile=compile, init=start)
         return spec.unpack(density, out.draws), out.sample_stats
     draws, stats = _run_flat_groups(density, config, seed, compile, dispatch, start)
     return spec.unpack(density, draws), stats
+
+
+def _flat_start(density: FlatLogDensity, init: Mapping[str, Tensor] | None, num_chains: int, seed: int) -> Tensor | None:
+    """The flat backend's starting points for ``init`` (checked values, ``{site: (chains, *shape)}``), ``None``
+    without it: the sites it leaves out keep the points that :func:`~probgen.infer.nuts.chain_groups` would
+    draw with ``seed``."""
+    if not init:
+        return None
+    fallback = density.init_positions(num_chains, torch.Generator(density.device).manual_seed(seed))
+    return density.start_from(init, fallback)
 
 
 def _run_flat_groups(
