@@ -59,6 +59,7 @@ from probgen.infer._workers import available_cores
 from probgen.infer._dispatch import as_inference_model
 from probgen.infer.mcmc import _initial_values as initial_values
 from probgen.infer.mcmc import _flat_start as flat_start
+from probgen.infer import nuts
 from probgen.infer.nuts import NUTSConfig, run_chains
 from probgen.infer.svi import fit_svi
 from probgen.models.bnn import BNN
@@ -127,6 +128,15 @@ def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     wall = time.perf_counter() - start
     q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)
     return Run(wall, int(out.num_leapfrog.sum()), q)
+
+
+def run_probgen_single(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
+    """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
+    nuts.COMPILE_BLOCKS = False  # read when a run compiles; forked workers inherit it
+    try:
+        return run_probgen(model, x, y, x_test, config, seed)
+    finally:
+        nuts.COMPILE_BLOCKS = True
 
 
 def probgen_warm_runner(svi_steps: int) -> Callable[..., Run]:
@@ -289,6 +299,10 @@ def main() -> None:
     parser.add_argument("--skip-numpyro", action="store_true")
     parser.add_argument("--warm-start", type=int, default=0, metavar="STEPS",
                         help="also run probgen from the draws of a STEPS-step SVI fit (row probgen-warm)")
+    parser.add_argument("--single", action="store_true",
+                        help="also run probgen calling its compiled iteration once per step (row probgen-single)")
+    parser.add_argument("--engines", default=None, metavar="A,B",
+                        help="run only these engines (of probgen, probgen-single, probgen-warm, numpyro, numpyro-par, pyro)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
@@ -309,6 +323,8 @@ def main() -> None:
         f"probgen num_workers={workers} ({available_cores()} cores), {args.repeats} repeats (median)"
     )
     engines: dict[str, Callable[..., Run]] = {"probgen": run_probgen}
+    if args.single:
+        engines["probgen-single"] = run_probgen_single
     if args.warm_start:
         engines["probgen-warm"] = probgen_warm_runner(args.warm_start)
     for engine, method in (("numpyro", "sequential"), ("numpyro-par", "parallel")):
@@ -317,6 +333,10 @@ def main() -> None:
             engines[engine] = numpyro_run
     if "numpyro" not in engines and not args.skip_numpyro:
         print("numpyro is not installed: skipping its column (pip install -e '.[bench]').")
+    only = None if args.engines is None else set(args.engines.split(","))
+    if only is not None:
+        engines = {k: v for k, v in engines.items() if k in only or k == "probgen"}  # probgen is every ratio's numerator
+        args.skip_pyro = args.skip_pyro or "pyro" not in only
     rows: dict[str, Row] = {}
     last: dict[str, Run] = {}
     for name, run in engines.items():
@@ -369,7 +389,13 @@ def main() -> None:
         print(f"ESS per 1000 gradients, prior starts vs SVI starts, {per_prior:.3f}, {per_warm:.3f}, {per_warm / per_prior:.2f}")
         print(f"ESS/s, prior starts vs SVI starts (SVI fit counted), {ours.ess_per_s:.3f}, {warm.ess_per_s:.3f}, "
               f"{warm.ess_per_s / ours.ess_per_s:.2f}")
-    for base in ("numpyro", "numpyro-par", "pyro", "probgen-warm"):
+    if "probgen-single" in rows:
+        single = rows["probgen-single"]
+        print(f"ESS/s, one compiled call per step vs blocks, {single.ess_per_s:.3f}, {ours.ess_per_s:.3f}, "
+              f"{ours.ess_per_s / single.ess_per_s:.2f}")
+        print(f"ms per gradient, one compiled call per step vs blocks, {single.ms_per_gradient:.3f}, "
+              f"{ours.ms_per_gradient:.3f}, {single.ms_per_gradient / ours.ms_per_gradient:.2f}")
+    for base in ("numpyro", "numpyro-par", "pyro", "probgen-warm", "probgen-single"):
         if base in last:
             print(f"predictive means, probgen vs {base}: largest difference {agreement(last['probgen'], last[base]):.1f} MCSE")
 

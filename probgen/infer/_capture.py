@@ -30,9 +30,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-__all__ = ["capture", "compile_graph", "agrees"]
+__all__ = ["capture", "compile_graph", "agrees", "lift_constants"]
 
 Fn = Callable[..., Any]
+#: How Inductor names the ``while_loop`` higher-order operator in its cacheability check.
+_WHILE_LOOP = "torch.ops.higher_order.while_loop"
 
 
 def _flatten(out: Any) -> list[Tensor]:
@@ -99,10 +101,41 @@ def capture(fn: Fn, example: Sequence[Tensor], check: Sequence[Tensor] | None = 
     return graph
 
 
-def compile_graph(graph: torch.fx.GraphModule, example: Sequence[Tensor]) -> Fn | None:
+def lift_constants(graph: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, list[Tensor]]:
+    """``graph`` with its tensor constants turned into trailing inputs, and those constants.
+
+    ``lifted(*inputs, *constants)`` computes ``graph(*inputs)``. A graph called inside a captured
+    ``while_loop`` needs this: the loop's body must receive every tensor it reads as an input.
+    """
+    lifted = torch.fx.GraphModule(graph, graph.graph.__deepcopy__())  # the caller's graph stays as it was
+    nodes = lifted.graph.nodes
+    last = [node for node in nodes if node.op == "placeholder"][-1]
+    constants: list[Tensor] = []
+    inputs: dict[str, torch.fx.Node] = {}  # one input per attribute, however often it is read
+    for node in list(nodes):
+        if node.op != "get_attr":
+            continue
+        value = graph
+        for name in str(node.target).split("."):
+            value = getattr(value, name)
+        if not isinstance(value, Tensor):
+            continue
+        if node.target not in inputs:
+            with lifted.graph.inserting_after(last):
+                last = inputs[str(node.target)] = lifted.graph.placeholder(f"constant_{len(constants)}")
+            constants.append(value)
+        node.replace_all_uses_with(inputs[str(node.target)])
+        lifted.graph.erase_node(node)
+    lifted.graph.lint()
+    lifted.recompile()
+    return lifted, constants
+
+
+def compile_graph(graph: torch.fx.GraphModule, example: Sequence[Tensor], *, warn: bool = True) -> Fn | None:
     """``graph`` compiled by TorchInductor (no ``torch.compile`` guards), or ``None`` if that fails.
 
     The compiled function takes the same positional tensors and returns a list of tensors.
+    ``warn=False`` fails quietly, for a caller that has a slower path to fall back on.
     """
     try:
         with warnings.catch_warnings():
@@ -127,12 +160,19 @@ def compile_graph(graph: torch.fx.GraphModule, example: Sequence[Tensor]) -> Fn 
             # Inductor's disk cache of compiled graphs needs a tracing context with a shape environment,
             # which torch.compile would have opened; with it, a graph compiled once loads in about a second
             context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
-            with tracing(context), config.patch(cpp_wrapper=True):
+            # Inductor keeps graphs with higher-order operators out of its disk cache unless they are
+            # marked cacheable. A captured while_loop's condition and body are submodules of the
+            # graph, which the cache key hashes with their code and constants' values, so marking it
+            # cannot confuse two loops; without it every process would recompile (12 s for NUTS).
+            cacheable = {**config.unsafe_marked_cacheable_functions, _WHILE_LOOP: torch.__version__}
+            with tracing(context), config.patch(cpp_wrapper=True, unsafe_marked_cacheable_functions=cacheable):
                 compiled = cast(Fn, compile_fx(graph, list(example)))
             out = compiled(*example)
         if not agrees(out, graph(*example)):
             return None
     except Exception as error:  # a missing C++ compiler, an unsupported op: the graph still works
+        if not warn:
+            return None
         warnings.warn(
             f"compiling the log density failed ({type(error).__name__}: {error}); NUTS continues with the "
             "uncompiled graph, which is slower.",

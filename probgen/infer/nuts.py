@@ -25,6 +25,11 @@ windows. Two things differ in how it is computed:
   log density included, is captured once and compiled by TorchInductor into a few C++ loops,
   which removes the Python and dispatch cost of the bookkeeping (about 0.8 ms per iteration
   eagerly on small models; see :data:`COMPILE_MIN_ITERATIONS` for when it is done).
+* Compiled, iterations run in blocks: one compiled call loops (``torch``'s ``while_loop``) over
+  iterations until one records a draw or ends a slow window, the two events that need Python, or
+  until :data:`NOISE_BLOCK`'s random numbers are used up. The calls, argument checks and Python
+  between leapfrog steps are paid once per block, not once per step, and the draws are those of
+  one call per step (:data:`COMPILE_BLOCKS`).
 
 All random numbers come from one ``torch.Generator`` seeded with ``seed``, drawn in blocks of
 :data:`NOISE_BLOCK` iterations, so an eager and a compiled run see the same numbers. A run can be
@@ -54,7 +59,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor
 
 from probgen.infer import _nuts_step as step
-from probgen.infer._capture import agrees, capture, compile_graph
+from probgen.infer._capture import agrees, capture, compile_graph, lift_constants
 from probgen.infer._flat import FlatLogDensity
 from probgen.infer._progress import make_progress_bar, progress_enabled
 from probgen.infer._workers import Report, Status, run_jobs
@@ -91,8 +96,12 @@ MAX_DELTA_ENERGY = step.MAX_DELTA_ENERGY
 COMPILE_MIN_ITERATIONS = 5000
 #: Eager iterations run before deciding whether to compile.
 PROBE_ITERATIONS = 200
-#: Iterations whose random numbers are drawn at once.
+#: Iterations whose random numbers are drawn at once; a compiled block runs at most this many.
 NOISE_BLOCK = 256
+#: Compiled runs loop over iterations inside one compiled call (see ``_Run._compile_block``), handing
+#: back only to record a draw or end a slow window. ``False`` calls the compiled iteration once per
+#: leapfrog step, as before blocks (kept for benchmarks/bnn_nuts.py's ``--single`` row).
+COMPILE_BLOCKS = True
 
 LogDensity = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -219,10 +228,10 @@ class _Run:
     choice between eager and compiled iterations.
 
     An iteration evaluates the log density at the chains' pending positions, then runs
-    :func:`~probgen.infer._nuts_step.iterate`. Compiled, the two are compiled apart: the sampler's
-    iteration knows nothing of the model, so its compiled code (kept in TorchInductor's disk cache)
-    serves every model with the same numbers of chains and dimensions, and only the model's own
-    density is compiled per model.
+    :func:`~probgen.infer._nuts_step.iterate`. Compiled, both go into one loop that runs blocks of
+    iterations (:meth:`_compile_block`); where the density cannot be captured whole (a program that
+    branches on its values) or the loop does not compile, the iteration and the density are
+    compiled apart and called once per step.
 
     :param compile: ``True`` compiles before the first iteration, ``False`` never, ``None`` after
         :data:`PROBE_ITERATIONS` eager iterations if the rest of the run is expected to take at least
@@ -259,8 +268,11 @@ class _Run:
         self.rows = torch.arange(chains, device=init.device)
         self.completed = 0  # transitions finished, summed over chains
         self.iterations = 0
+        self.calls = 0  # iterations run one at a time, plus compiled blocks
         self.compile = compile
         self._kernel: Callable[..., list[Tensor]] | None = None
+        self._block_kernel: Callable[..., list[Tensor]] | None = None
+        self._scalars: list[Tensor] = []  # a block's first index into the noise block, as a tensor
         self._density: LogDensity = log_density
         self._state_packer: _Packer | None = None
         self._emit_packer: _Packer | None = None
@@ -273,16 +285,21 @@ class _Run:
         self.num_gradients += 1
         return self.f(z)
 
-    def _noise(self) -> step.Noise:
-        """The next iteration's random numbers, from blocks of :data:`NOISE_BLOCK` iterations."""
+    def _noise_block(self) -> tuple[Tensor, Tensor]:
+        """The current block of :data:`NOISE_BLOCK` iterations' random numbers, drawn when the last is used up."""
         if self._block is None or self._block_next == NOISE_BLOCK:
             gen, dtype = self.gen, self.dtype
             normal = torch.randn(NOISE_BLOCK, self.chains, self.dim, generator=gen, dtype=dtype, device=gen.device)
             uniform = torch.rand(NOISE_BLOCK, 3, self.chains, generator=gen, dtype=dtype, device=gen.device)
             self._block, self._block_next = (normal, uniform), 0
+        return self._block
+
+    def _noise(self) -> step.Noise:
+        """The next iteration's random numbers."""
+        normal, uniform = self._noise_block()
         index = self._block_next
         self._block_next += 1
-        return step.Noise(self._block[0][index], self._block[1][index])
+        return step.Noise(normal[index], uniform[index])
 
     # -- iterations ---------------------------------------------------------------------------
 
@@ -299,6 +316,81 @@ class _Run:
         self._packed, self._pending = list(out[:n]), out[n]
         return _LazyEmit(self._emit_packer, out[n + 1 : -1], out[-1])  # type: ignore[return-value]
 
+    def _blocked(self) -> tuple[step.Emit, int, int]:
+        """Iterations in one compiled call, up to the first that records a draw or ends a slow
+        window, or to the end of the noise block; returns the last one's emit, the iterations
+        run and the transitions they finished."""
+        assert self._block_kernel is not None and self._emit_packer is not None
+        normal, uniform = self._noise_block()
+        start = self._block_next
+        n = len(self._packed)
+        out = self._block_kernel(*self._packed, normal, uniform, self._scalars[start], *self.tables)
+        count, completed = out[0].tolist()
+        self._packed = list(out[1 : n + 1])
+        self._block_next += count
+        emit = _LazyEmit(self._emit_packer, out[n + 1 : -1], out[-1])
+        return emit, count, completed  # type: ignore[return-value]
+
+    def _compile_block(self, density: torch.fx.GraphModule) -> bool:
+        """Compile iterations, log density included, into one loop that runs until a draw is
+        recorded, a slow window ends or the noise block is used up (see :meth:`_blocked`).
+
+        Each of those events needs the caller (recording, Stan's step-size search), so a block
+        runs exactly the iterations the one-at-a-time loop would, on the same random numbers, and
+        hands back at the same points; only the Python and the calls in between are gone.
+        """
+        device = self.gen.device
+        lifted, constants = lift_constants(density)  # the loop's body gets every tensor as an input
+        normal, uniform = self._noise_block()
+        logp, grad = self.f(self.state.pending_z)
+        noise = step.Noise(normal[0], uniform[0])
+        _, emit = step.iterate(self.state, logp, grad, noise, self.tables)
+        state_packer, emit_packer = _Packer(self.state), _Packer(tuple(emit[:-1]))  # flags have no chain dim
+        n = len(state_packer.dtypes)
+        emit_zeros = [torch.zeros_like(t) for t in emit_packer.pack(tuple(emit[:-1]))]
+
+        def cond(i: Tensor, halt: Tensor, completed: Tensor, *rest: Tensor) -> Tensor:
+            start = rest[-1]
+            return (i < NOISE_BLOCK - start) & ~halt
+
+        def body(i: Tensor, halt: Tensor, completed: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+            # rest: the carried state and emit, then the block's inputs (noise, tables, start)
+            carry, inputs = rest[: n + len(emit_zeros) + 1], rest[n + len(emit_zeros) + 1 :]
+            normal, uniform, start = inputs[0], inputs[1], inputs[-1]
+            tables = step.Tables(*inputs[2 : -1 - len(constants)])
+            state = state_packer.unpack(carry[:n])
+            logp, grad = lifted(state.pending_z, *inputs[-1 - len(constants) : -1])
+            index = (start + i).reshape(1)
+            noise = step.Noise(normal.index_select(0, index)[0], uniform.index_select(0, index)[0])
+            new, out = step.iterate(state, logp, grad, noise, tables)
+            flags = out.flags
+            halt = (flags[0] > 0) | (flags[1] > 0)
+            return (i + 1, halt, completed + flags[2], *state_packer.pack(new), *emit_packer.pack(tuple(out[:-1])), flags)
+
+        def block(*flat: Tensor) -> tuple[Tensor, ...]:
+            packed, normal, uniform, start, tables = flat[:n], flat[n], flat[n + 1], flat[n + 2], flat[n + 3 :]
+
+            def zeros(*shape: int, dtype: torch.dtype = torch.long) -> Tensor:  # a fresh tensor per carried value
+                return torch.zeros(shape, dtype=dtype, device=start.device)
+
+            emitted = [torch.zeros_like(t) for t in emit_zeros]
+            carry = (zeros(), zeros(dtype=torch.bool), zeros(), *packed, *emitted, zeros(3))
+            # the operator itself, every tensor passed in: its Python wrapper would trace cond and
+            # body through dynamo first, seconds per process that make_fx does not need
+            out = torch.ops.higher_order.while_loop(cond, body, carry, (normal, uniform, *tables, *constants, start))
+            return (torch.stack([out[0], out[2]]), *out[3:])
+
+        self._scalars = [torch.tensor(i, device=device) for i in range(NOISE_BLOCK + 1)]
+        example = [*state_packer.pack(self.state), normal, uniform, self._scalars[NOISE_BLOCK - 4], *self.tables]
+        graph = capture(block, example)
+        compiled = None if graph is None else compile_graph(graph, example, warn=False)  # checked against graph
+        if compiled is None:
+            return False
+        self._block_kernel = compiled
+        self._state_packer, self._emit_packer = state_packer, emit_packer
+        self._packed = state_packer.pack(self.state)
+        return True
+
     def _try_compile(self) -> None:
         """Capture and compile the sampler's iteration and the density; stay eager if that fails or disagrees.
 
@@ -307,6 +399,12 @@ class _Run:
         the state that cost more than the fused kernels themselves.
         """
         self.compile = False  # decided, whatever happens below
+        # the density apart: captured at one point and checked at another, so that a program that
+        # branches on its values (a capture records one path) keeps running eagerly
+        pending, other = [self.state.pending_z], [self.state.proposal.z]
+        density_graph = capture(self.f, pending, other)
+        if COMPILE_BLOCKS and density_graph is not None and self._compile_block(density_graph):
+            return
         dtype, device = self.dtype, self.gen.device
         noise = step.Noise(
             torch.randn(self.chains, self.dim, dtype=dtype, device=device), torch.rand(3, self.chains, dtype=dtype, device=device)
@@ -328,10 +426,6 @@ class _Run:
         compiled = None if graph is None else compile_graph(graph, example)
         if compiled is None or not agrees(compiled(*example), kernel(*example)):
             return
-        # the density apart: captured at one point and checked at another, so that a program that
-        # branches on its values (a capture records one path) keeps running eagerly
-        pending, other = [self.state.pending_z], [self.state.proposal.z]
-        density_graph = capture(self.f, pending, other)
         density = None if density_graph is None else compile_graph(density_graph, pending)
         if density is not None and agrees(density(*other), self.f(*other)):
             self._density = lambda z, fn=density: tuple(fn(z))  # type: ignore[misc]
@@ -341,7 +435,7 @@ class _Run:
         self._pending = self.state.pending_z
 
     def _state(self) -> step.Chains:
-        if self._kernel is not None and self._state_packer is not None:
+        if self._state_packer is not None:
             self.state = self._state_packer.unpack(self._packed)
         return self.state
 
@@ -355,12 +449,18 @@ class _Run:
             self._try_compile()
 
     def iterate(self) -> int:
-        """One iteration of every chain; returns the number of transitions it finished."""
-        noise = self._noise()
-        emit = self._fast(noise) if self._kernel is not None else self._eager(noise)
-        self.num_gradients += 1
-        self.iterations += 1
-        any_record, any_ended, completed = emit.flags.tolist()
+        """One iteration of every chain (compiled: a block of them); returns the number of transitions finished."""
+        if self._block_kernel is not None:
+            emit, count, completed = self._blocked()
+            any_record, any_ended, _ = emit.flags.tolist()
+        else:
+            noise = self._noise()
+            emit = self._fast(noise) if self._kernel is not None else self._eager(noise)
+            count = 1
+            any_record, any_ended, completed = emit.flags.tolist()
+        self.num_gradients += count
+        self.iterations += count
+        self.calls += 1
         if any_record:
             mask = emit.record
             rows, cols = self.rows[mask], emit.draw_index[mask]
@@ -370,7 +470,7 @@ class _Run:
         if any_ended:
             state = step.restart_adaptation(self._counted, self._state(), emit.window_ended, self.gen)
             self.state = state
-            if self._kernel is not None and self._state_packer is not None:
+            if self._state_packer is not None:
                 self._packed, self._pending = self._state_packer.pack(state), state.pending_z
         self.completed += int(completed)
         return int(completed)
@@ -406,7 +506,7 @@ class _Run:
             state=NUTSState(state.proposal.z.clone(), state.step_size.clone(), state.inv_mass.clone()),
             num_gradients=self.num_gradients,
             num_leapfrog=state.num_leapfrog.clone(),
-            compiled=self._kernel is not None,
+            compiled=self._kernel is not None or self._block_kernel is not None,
         )
 
 

@@ -13,8 +13,9 @@ from torch import nn
 
 from probgen import BNN, Gaussian, GaussianPrior, fit_nuts
 from probgen.infer import _nuts_util as util
+from probgen.infer import nuts
 from probgen.infer.mcmc import warn_about_draws
-from probgen.infer.nuts import STAT_NAMES, NUTSConfig, sample_nuts
+from probgen.infer.nuts import NOISE_BLOCK, STAT_NAMES, NUTSConfig, _Run, sample_nuts
 from tests._stats import Z_SCORE, mcse_mean
 
 SCALES = torch.tensor([0.1, 0.5, 1.0, 2.0])
@@ -162,3 +163,26 @@ def test_the_compiled_inner_loop_samples_the_same_distribution():
         # unit variance, ESS >= 600 per coordinate: MCSE <= 0.04, bound ~ 0.18
         assert abs(x.mean()) < Z_SCORE * mcse_mean(x), i
         assert abs((x**2).mean() - 1) < Z_SCORE * mcse_mean(x**2), i
+
+
+@pytest.mark.slow
+def test_compiled_blocks_replay_the_iterations_one_at_a_time():
+    """A compiled block runs many iterations per call and hands back exactly where the caller must
+    act (a draw to record, a slow window's end), so on the same random numbers it takes the path of
+    the compiled iteration called once per step: the same draws, statistics, metric and gradients.
+    (Eager and compiled runs part early, where rounding flips one of NUTS's discrete choices.)"""
+    config = _config(num_warmup=150, num_samples=100, num_chains=3)  # 150 iterations hold two slow windows
+    single = _Run(_gaussian, torch.zeros(3, 4), config, 3, None, None, True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nuts, "COMPILE_BLOCKS", False)  # the compiled iteration once per step
+        one = single.run(None)
+    run = _Run(_gaussian, torch.zeros(3, 4), config, 3, None, None, True)
+    out = run.run(None)
+    assert single._kernel is not None and single.calls == single.iterations
+    assert run._block_kernel is not None and run.iterations > 5 * run.calls  # blocks, not single iterations
+    assert out.compiled and out.num_gradients == one.num_gradients
+    torch.testing.assert_close(out.draws, one.draws, rtol=1e-9, atol=1e-9)
+    for name in STAT_NAMES:
+        torch.testing.assert_close(out.sample_stats[name], one.sample_stats[name], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out.state.inverse_mass, one.state.inverse_mass, rtol=1e-9, atol=1e-9)
+    assert 0 < run._block_next <= NOISE_BLOCK
