@@ -354,7 +354,7 @@ class _Run:
             return (i < NOISE_BLOCK - start) & ~halt
 
         def body(i: Tensor, halt: Tensor, completed: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-            # rest: the carried state and emit, then the block's inputs (noise, tables, start)
+            # rest: the carried state and emit, then the inputs (noise, tables, the density's constants, start)
             carry, inputs = rest[: n + len(emit_zeros) + 1], rest[n + len(emit_zeros) + 1 :]
             normal, uniform, start = inputs[0], inputs[1], inputs[-1]
             tables = step.Tables(*inputs[2 : -1 - len(constants)])
