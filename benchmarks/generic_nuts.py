@@ -48,6 +48,7 @@ import torch
 from pyro.infer.mcmc import MCMC, NUTS
 
 from probgen import fit_nuts
+from probgen.infer import nuts
 from probgen._compat import import_arviz
 
 az = import_arviz()
@@ -168,6 +169,15 @@ def run_probgen(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
     return wall, {k: v.numpy() for k, v in result.get_samples(group_by_chain=True).items()}
 
 
+def run_probgen_single(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
+    """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
+    nuts.COMPILE_BLOCKS = False  # read when a run compiles; forked workers inherit it
+    try:
+        return run_probgen(case, config, seed)
+    finally:
+        nuts.COMPILE_BLOCKS = True
+
+
 def run_pyro(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
     per_chain = []
     start = time.perf_counter()
@@ -262,6 +272,8 @@ def main() -> None:
     parser.add_argument("--pyro-samples", type=int, default=200)
     parser.add_argument("--skip-pyro", action="store_true")
     parser.add_argument("--cold-start", action="store_true", help="also time probgen's first fit with an empty compile cache")
+    parser.add_argument("--single", action="store_true",
+                        help="also run probgen calling its compiled iteration once per step (row probgen-single)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
@@ -280,6 +292,8 @@ def main() -> None:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.chains}".strip()
     config = Config(args.num_warmup, args.num_samples, args.chains, args.max_tree_depth)
     engines: dict[str, Callable[[Case, Config, int], tuple[float, Draws]]] = {"probgen": run_probgen}
+    if args.single:
+        engines["probgen-single"] = run_probgen_single
     for engine, method in (("numpyro", "sequential"), ("numpyro-par", "parallel")):
         runner = numpyro_runner(method)
         if runner is not None:
