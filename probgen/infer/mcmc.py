@@ -66,7 +66,16 @@ from probgen.infer._flat import FlatLogDensity
 from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import progress_enabled
 from probgen.infer._workers import Status, available_cores, run_jobs
-from probgen.infer.nuts import STAT_NAMES, NUTSConfig, chain_groups, run_chains, sample_nuts, torch_threads, typed_stats
+from probgen.infer.nuts import (
+    BLOCK_MIN_WORK,
+    STAT_NAMES,
+    NUTSConfig,
+    chain_groups,
+    run_chains,
+    sample_nuts,
+    torch_threads,
+    typed_stats,
+)
 from probgen.infer.results import MCMCResult
 
 __all__ = ["fit_nuts", "BACKENDS", "Backend", "TREE_DEPTH_WARN_FRACTION", "DIVERGENCE_ADVICE", "warn_about_draws"]
@@ -243,8 +252,9 @@ def _run_flat_groups(
     with torch_threads(1):
         groups, seeds = chain_groups(density, config, seed, init)
     quiet = config._replace(progress_bar=False)
+    blocks = density.work >= BLOCK_MIN_WORK  # as run_chains decides
     jobs = [
-        partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile)
+        partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile, blocks)
         for group, group_seed in zip(groups, seeds)
     ]
     with torch_threads(1):  # for jobs on threads of this process
@@ -260,11 +270,12 @@ def _run_flat_group(
     config: NUTSConfig,
     seed: int,
     compile: bool | None,
+    blocks: bool,
     report: Callable[..., None],
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One group of chains on one torch thread, as a forked worker of ``run_chains`` runs it: the draws and statistics."""
     with torch_threads(1):
-        out = sample_nuts(log_density, init, config, seed=seed, compile=compile)
+        out = sample_nuts(log_density, init, config, seed=seed, compile=compile, blocks=blocks)
     return out.draws, out.sample_stats
 
 

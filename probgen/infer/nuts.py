@@ -76,6 +76,7 @@ __all__ = [
     "typed_stats",
     "MAX_DELTA_ENERGY",
     "COMPILE_MIN_ITERATIONS",
+    "BLOCK_MIN_WORK",
     "NOISE_BLOCK",
 ]
 
@@ -102,6 +103,13 @@ NOISE_BLOCK = 256
 #: back only to record a draw or end a slow window. ``False`` calls the compiled iteration once per
 #: leapfrog step, as before blocks (kept for benchmarks/bnn_nuts.py's ``--single`` row).
 COMPILE_BLOCKS = True
+#: :func:`run_chains` compiles in blocks when one gradient of one chain costs at least this many
+#: multiply-adds (:attr:`FlatLogDensity.work`). Where the density is cheap, a block saves little per
+#: iteration (eight schools: about 80 µs either way) and costs 1-2.5 s more per process to capture and
+#: load: Pyro programs of work 10-14 ran 0.60-0.79x as fast with blocks. The README's BNN (work about
+#: 15,000) took 12.2 s against 14.0 s, and an 8-50-1 BNN on 1000 points (about 500,000) ran 1.06-1.15x
+#: as fast (benchmarks/README.md). The threshold lies between the measured sides.
+BLOCK_MIN_WORK = 10_000
 
 LogDensity = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -236,6 +244,7 @@ class _Run:
     :param compile: ``True`` compiles before the first iteration, ``False`` never, ``None`` after
         :data:`PROBE_ITERATIONS` eager iterations if the rest of the run is expected to take at least
         :data:`COMPILE_MIN_ITERATIONS` more.
+    :param blocks: compile blocks of iterations (:meth:`_compile_block`) rather than one call per step.
     """
 
     def __init__(
@@ -247,6 +256,7 @@ class _Run:
         step_size: Tensor | None,
         inverse_mass: Tensor | None,
         compile: bool | None,
+        blocks: bool = True,
     ) -> None:
         chains, dim = init.shape
         self.f = log_density
@@ -270,6 +280,7 @@ class _Run:
         self.iterations = 0
         self.calls = 0  # iterations run one at a time, plus compiled blocks
         self.compile = compile
+        self.blocks = blocks
         self._kernel: Callable[..., list[Tensor]] | None = None
         self._block_kernel: Callable[..., list[Tensor]] | None = None
         self._scalars: list[Tensor] = []  # a block's first index into the noise block, as a tensor
@@ -403,7 +414,7 @@ class _Run:
         # branches on its values (a capture records one path) keeps running eagerly
         pending, other = [self.state.pending_z], [self.state.proposal.z]
         density_graph = capture(self.f, pending, other)
-        if COMPILE_BLOCKS and density_graph is not None and self._compile_block(density_graph):
+        if self.blocks and COMPILE_BLOCKS and density_graph is not None and self._compile_block(density_graph):
             return
         dtype, device = self.dtype, self.gen.device
         noise = step.Noise(
@@ -519,6 +530,7 @@ def sample_nuts(
     step_size: Tensor | None = None,
     inverse_mass: Tensor | None = None,
     compile: bool | None = False,
+    blocks: bool = True,
 ) -> NUTSOutput:
     """Run batched NUTS on a flat log-density.
 
@@ -534,6 +546,8 @@ def sample_nuts(
         adaptation) and compile it with TorchInductor: ``True`` from the start, ``None`` when a
         probe says the run is long enough to repay it (see :data:`COMPILE_MIN_ITERATIONS`; the choice
         depends on the seed and sizes alone), ``False`` never.
+    :param bool blocks: compiled, run blocks of iterations per compiled call rather than one (the same
+        draws up to rounding; see :data:`BLOCK_MIN_WORK` for when :func:`run_chains` uses them).
     :returns: a :class:`NUTSOutput` with unconstrained draws ``(chains, draws, dim)``.
 
     Example: a standard normal in 3 dimensions.
@@ -547,7 +561,7 @@ def sample_nuts(
     1.03
     """
     with _progress(config, init.shape[0]) as report:
-        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, report)
+        return _sample(log_density, init, config, seed, step_size, inverse_mass, compile, report, blocks)
 
 
 def _sample(
@@ -559,11 +573,12 @@ def _sample(
     inverse_mass: Tensor | None,
     compile: bool | None,
     report: Report | None,
+    blocks: bool = True,
 ) -> NUTSOutput:
     """:func:`sample_nuts` without its progress bar: ``report(n)`` hears of ``n`` more finished
     iterations, and ``report(n, status)`` every :data:`STATUS_INTERVAL` seconds of where they stand."""
     with torch.no_grad():
-        run = _Run(log_density, init.detach(), config, seed, step_size, inverse_mass, compile)
+        run = _Run(log_density, init.detach(), config, seed, step_size, inverse_mass, compile, blocks)
         return run.run(report)
 
 
@@ -634,14 +649,16 @@ def run_chains(
     samples with the ``g``-th seed spawned from ``seed`` (``numpy.random.SeedSequence``), so the
     draws depend on ``seed`` and ``num_workers``.
 
-    Each group compiles its iterations as ``compile`` says (see :func:`sample_nuts`).
+    Each group compiles its iterations as ``compile`` says (see :func:`sample_nuts`), in blocks
+    when ``density.work`` is at least :data:`BLOCK_MIN_WORK`.
 
     :returns: the unconstrained draws ``(chain, draw, dim)``, the statistics, the adapted state and counts.
     """
+    blocks = density.work >= BLOCK_MIN_WORK
     with torch_threads(1):
         groups, seeds = chain_groups(density, config, seed, init)
         jobs = [
-            partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile)
+            partial(_sample, density.value_and_grad, group, config, group_seed, None, None, compile, blocks=blocks)
             for group, group_seed in zip(groups, seeds)
         ]
         with _progress(config, config.num_chains) as report:

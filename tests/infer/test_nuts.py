@@ -186,3 +186,23 @@ def test_compiled_blocks_replay_the_iterations_one_at_a_time():
         torch.testing.assert_close(out.sample_stats[name], one.sample_stats[name], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(out.state.inverse_mass, one.state.inverse_mass, rtol=1e-9, atol=1e-9)
     assert 0 < run._block_next <= NOISE_BLOCK
+
+
+def test_run_chains_compiles_in_blocks_only_for_costly_densities(monkeypatch):
+    from probgen.infer._flat import compile_bnn
+
+    seen: list[bool] = []
+    init = nuts._Run.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append(self.blocks)
+
+    monkeypatch.setattr(nuts._Run, "__init__", spy)
+    config = _config(num_warmup=5, num_samples=5, num_chains=2, num_workers=1)
+    for n, hidden in [(10, 2), (200, 50)]:  # work n * dim: 70 and 30,200 against BLOCK_MIN_WORK = 10,000
+        model = BNN(nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1)), likelihood=Gaussian())
+        x = torch.linspace(-1, 1, n)[:, None]
+        density = compile_bnn(model, x, torch.sin(3 * x[:, 0]))
+        nuts.run_chains(density, config, 0, compile=False)
+    assert seen == [False, True]
