@@ -42,6 +42,7 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -132,11 +133,11 @@ def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
 
 def run_probgen_single(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
-    nuts.COMPILE_BLOCKS = False  # read when a run compiles; forked workers inherit it
+    threshold, nuts.BLOCK_MIN_WORK = nuts.BLOCK_MIN_WORK, sys.maxsize  # no density is that costly
     try:
         return run_probgen(model, x, y, x_test, config, seed)
     finally:
-        nuts.COMPILE_BLOCKS = True
+        nuts.BLOCK_MIN_WORK = threshold
 
 
 def probgen_warm_runner(svi_steps: int) -> Callable[..., Run]:

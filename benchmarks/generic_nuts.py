@@ -171,11 +171,11 @@ def run_probgen(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
 
 def run_probgen_single(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
     """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
-    nuts.COMPILE_BLOCKS = False  # read when a run compiles; forked workers inherit it
+    threshold, nuts.BLOCK_MIN_WORK = nuts.BLOCK_MIN_WORK, sys.maxsize  # no density is that costly
     try:
         return run_probgen(case, config, seed)
     finally:
-        nuts.COMPILE_BLOCKS = True
+        nuts.BLOCK_MIN_WORK = threshold
 
 
 def run_pyro(case: Case, config: Config, seed: int) -> tuple[float, Draws]:

@@ -67,7 +67,6 @@ from probgen.infer._model import InferenceModel, ModelData
 from probgen.infer._progress import progress_enabled
 from probgen.infer._workers import Status, available_cores, run_jobs
 from probgen.infer.nuts import (
-    BLOCK_MIN_WORK,
     STAT_NAMES,
     NUTSConfig,
     chain_groups,
@@ -75,6 +74,7 @@ from probgen.infer.nuts import (
     sample_nuts,
     torch_threads,
     typed_stats,
+    uses_blocks,
 )
 from probgen.infer.results import MCMCResult
 
@@ -252,9 +252,8 @@ def _run_flat_groups(
     with torch_threads(1):
         groups, seeds = chain_groups(density, config, seed, init)
     quiet = config._replace(progress_bar=False)
-    blocks = density.work >= BLOCK_MIN_WORK  # as run_chains decides
     jobs = [
-        partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile, blocks)
+        partial(_run_flat_group, density.value_and_grad, group, quiet, group_seed, compile, uses_blocks(density))
         for group, group_seed in zip(groups, seeds)
     ]
     with torch_threads(1):  # for jobs on threads of this process

@@ -29,7 +29,7 @@ windows. Two things differ in how it is computed:
   iterations until one records a draw or ends a slow window, the two events that need Python, or
   until :data:`NOISE_BLOCK`'s random numbers are used up. The calls, argument checks and Python
   between leapfrog steps are paid once per block, not once per step, and the draws are those of
-  one call per step (:data:`COMPILE_BLOCKS`).
+  one call per step. Blocks pay where the density is costly (:data:`BLOCK_MIN_WORK`).
 
 All random numbers come from one ``torch.Generator`` seeded with ``seed``, drawn in blocks of
 :data:`NOISE_BLOCK` iterations, so an eager and a compiled run see the same numbers. A run can be
@@ -77,6 +77,7 @@ __all__ = [
     "MAX_DELTA_ENERGY",
     "COMPILE_MIN_ITERATIONS",
     "BLOCK_MIN_WORK",
+    "uses_blocks",
     "NOISE_BLOCK",
 ]
 
@@ -99,16 +100,13 @@ COMPILE_MIN_ITERATIONS = 5000
 PROBE_ITERATIONS = 200
 #: Iterations whose random numbers are drawn at once; a compiled block runs at most this many.
 NOISE_BLOCK = 256
-#: Compiled runs loop over iterations inside one compiled call (see ``_Run._compile_block``), handing
-#: back only to record a draw or end a slow window. ``False`` calls the compiled iteration once per
-#: leapfrog step, as before blocks (kept for benchmarks/bnn_nuts.py's ``--single`` row).
-COMPILE_BLOCKS = True
-#: :func:`run_chains` compiles in blocks when one gradient of one chain costs at least this many
+#: :func:`run_chains` compiles in blocks (:func:`uses_blocks`) when one gradient of one chain costs at least this many
 #: multiply-adds (:attr:`FlatLogDensity.work`). Where the density is cheap, a block saves little per
 #: iteration (eight schools: about 80 µs either way) and costs 1-2.5 s more per process to capture and
 #: load: Pyro programs of work 10-14 ran 0.60-0.79x as fast with blocks. The README's BNN (work about
 #: 15,000) took 12.2 s against 14.0 s, and an 8-50-1 BNN on 1000 points (about 500,000) ran 1.06-1.15x
-#: as fast (benchmarks/README.md). The threshold lies between the measured sides.
+#: as fast (benchmarks/README.md). The threshold lies between the measured sides. The benchmarks' rows
+#: ``probgen-single`` raise it past every density to call the compiled iteration once per step.
 BLOCK_MIN_WORK = 10_000
 
 LogDensity = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -358,7 +356,7 @@ class _Run:
         _, emit = step.iterate(self.state, logp, grad, noise, self.tables)
         state_packer, emit_packer = _Packer(self.state), _Packer(tuple(emit[:-1]))  # flags have no chain dim
         n = len(state_packer.dtypes)
-        emit_zeros = [torch.zeros_like(t) for t in emit_packer.pack(tuple(emit[:-1]))]
+        emit_template = emit_packer.pack(tuple(emit[:-1]))  # shapes and dtypes of the carried emit
 
         def cond(i: Tensor, halt: Tensor, completed: Tensor, *rest: Tensor) -> Tensor:
             start = rest[-1]
@@ -366,7 +364,7 @@ class _Run:
 
         def body(i: Tensor, halt: Tensor, completed: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
             # rest: the carried state and emit, then the inputs (noise, tables, the density's constants, start)
-            carry, inputs = rest[: n + len(emit_zeros) + 1], rest[n + len(emit_zeros) + 1 :]
+            carry, inputs = rest[: n + len(emit_template) + 1], rest[n + len(emit_template) + 1 :]
             normal, uniform, start = inputs[0], inputs[1], inputs[-1]
             tables = step.Tables(*inputs[2 : -1 - len(constants)])
             state = state_packer.unpack(carry[:n])
@@ -384,7 +382,7 @@ class _Run:
             def zeros(*shape: int, dtype: torch.dtype = torch.long) -> Tensor:  # a fresh tensor per carried value
                 return torch.zeros(shape, dtype=dtype, device=start.device)
 
-            emitted = [torch.zeros_like(t) for t in emit_zeros]
+            emitted = [torch.zeros_like(t) for t in emit_template]
             carry = (zeros(), zeros(dtype=torch.bool), zeros(), *packed, *emitted, zeros(3))
             # the operator itself, every tensor passed in: its Python wrapper would trace cond and
             # body through dynamo first, seconds per process that make_fx does not need
@@ -414,7 +412,7 @@ class _Run:
         # branches on its values (a capture records one path) keeps running eagerly
         pending, other = [self.state.pending_z], [self.state.proposal.z]
         density_graph = capture(self.f, pending, other)
-        if self.blocks and COMPILE_BLOCKS and density_graph is not None and self._compile_block(density_graph):
+        if self.blocks and density_graph is not None and self._compile_block(density_graph):
             return
         dtype, device = self.dtype, self.gen.device
         noise = step.Noise(
@@ -654,7 +652,7 @@ def run_chains(
 
     :returns: the unconstrained draws ``(chain, draw, dim)``, the statistics, the adapted state and counts.
     """
-    blocks = density.work >= BLOCK_MIN_WORK
+    blocks = uses_blocks(density)
     with torch_threads(1):
         groups, seeds = chain_groups(density, config, seed, init)
         jobs = [
@@ -663,6 +661,12 @@ def run_chains(
         ]
         with _progress(config, config.num_chains) as report:
             return _concatenate(run_jobs(jobs, report=report, merge=merge_status))
+
+
+def uses_blocks(density: FlatLogDensity) -> bool:
+    """Whether runs on ``density`` compile in blocks: one chain's gradient costs at least
+    :data:`BLOCK_MIN_WORK` multiply-adds (the one rule for :func:`run_chains` and ``fit_nuts``'s jobs)."""
+    return density.work >= BLOCK_MIN_WORK
 
 
 def chain_groups(

@@ -172,10 +172,8 @@ def test_compiled_blocks_replay_the_iterations_one_at_a_time():
     the compiled iteration called once per step: the same draws, statistics, metric and gradients.
     (Eager and compiled runs part early, where rounding flips one of NUTS's discrete choices.)"""
     config = _config(num_warmup=150, num_samples=100, num_chains=3)  # 150 iterations hold two slow windows
-    single = _Run(_gaussian, torch.zeros(3, 4), config, 3, None, None, True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nuts, "COMPILE_BLOCKS", False)  # the compiled iteration once per step
-        one = single.run(None)
+    single = _Run(_gaussian, torch.zeros(3, 4), config, 3, None, None, True, blocks=False)  # one call per step
+    one = single.run(None)
     run = _Run(_gaussian, torch.zeros(3, 4), config, 3, None, None, True)
     out = run.run(None)
     assert single._kernel is not None and single.calls == single.iterations
