@@ -46,6 +46,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
+from unittest.mock import patch
 
 import numpy as np
 import pyro
@@ -133,11 +134,8 @@ def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
 
 def run_probgen_single(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
-    threshold, nuts.BLOCK_MIN_WORK = nuts.BLOCK_MIN_WORK, sys.maxsize  # no density is that costly
-    try:
+    with patch.object(nuts, "BLOCK_MIN_WORK", sys.maxsize):  # no density is that costly; forked workers inherit it
         return run_probgen(model, x, y, x_test, config, seed)
-    finally:
-        nuts.BLOCK_MIN_WORK = threshold
 
 
 def probgen_warm_runner(svi_steps: int) -> Callable[..., Run]:

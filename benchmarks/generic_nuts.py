@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
+from unittest.mock import patch
 
 import numpy as np
 import pyro
@@ -171,11 +172,8 @@ def run_probgen(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
 
 def run_probgen_single(case: Case, config: Config, seed: int) -> tuple[float, Draws]:
     """probgen with the compiled iteration called once per leapfrog step (no compiled blocks)."""
-    threshold, nuts.BLOCK_MIN_WORK = nuts.BLOCK_MIN_WORK, sys.maxsize  # no density is that costly
-    try:
+    with patch.object(nuts, "BLOCK_MIN_WORK", sys.maxsize):  # no density is that costly; forked workers inherit it
         return run_probgen(case, config, seed)
-    finally:
-        nuts.BLOCK_MIN_WORK = threshold
 
 
 def run_pyro(case: Case, config: Config, seed: int) -> tuple[float, Draws]:

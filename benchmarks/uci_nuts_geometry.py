@@ -49,24 +49,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from probgen import BNN
 from probgen.datasets import load_uci
 from probgen.infer._flat import AutogradLogDensity, BNNLogDensity, compile_bnn
 from probgen.infer.nuts import NUTSConfig, NUTSOutput, sample_nuts
+from uci import DEFAULT_DATA, SETS, make_net  # the protocol's sets and network, as benchmarks/uci.py fits them
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "uci"
-SETS = ("energy", "yacht", "wine-quality-red", "kin8nm", "power-plant", "naval-propulsion-plant")
-HIDDEN = 50
 #: Eigenvalues of ``H`` are floored here for the Laplace metric: the weights' prior precision is
 #: of this order in the unconstrained space, so no direction is wider than the prior allows.
 LAPLACE_FLOOR = 1.0
-
-
-def make_net(features: int) -> nn.Sequential:
-    """The protocol's network: one hidden layer of 50 ReLU units (as ``benchmarks/uci.py``)."""
-    return nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
 
 
 def hessian(density: AutogradLogDensity, u: Tensor) -> Tensor:
@@ -104,11 +97,12 @@ def curvature(h: Tensor, inverse_mass: Tensor) -> dict[str, float]:
             "steps": steps, "depth": math.log2(steps)}
 
 
-def laplace_rerun(density: BNNLogDensity, exact: AutogradLogDensity, out: NUTSOutput, args: argparse.Namespace) -> dict[str, float]:
-    """Warm-up and draws again from the last positions, with ``H^-1`` there as a fixed dense metric."""
+def laplace_rerun(density: BNNLogDensity, hessians: list[Tensor], out: NUTSOutput, args: argparse.Namespace) -> dict[str, float]:
+    """Warm-up and draws again from the last positions, with ``H^-1`` there (``hessians``, one per
+    chain) as a fixed dense metric."""
     factors = []
-    for position in out.state.position:
-        lam, vectors = torch.linalg.eigh(hessian(exact, position.double()))
+    for h, position in zip(hessians, out.state.position):
+        lam, vectors = torch.linalg.eigh(h)
         factors.append((vectors * lam.abs().clamp(min=LAPLACE_FLOOR).rsqrt()).to(position.dtype))
     factor = torch.stack(factors)  # (chains, dim, dim): u = u0 + factor @ z
     origin = out.state.position.clone()
@@ -130,13 +124,14 @@ def measure(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     exact = AutogradLogDensity(BNN(copy.deepcopy(net).double()), exact_data.x_train, exact_data.y_train)
     init = density.init_positions(args.chains, torch.Generator().manual_seed(args.seed))
     out, seconds = run(density.value_and_grad, init, args, seed=args.seed)
-    chains = [curvature(hessian(exact, u.double()), m.double()) for u, m in zip(out.state.position, out.state.inverse_mass)]
+    hessians = [hessian(exact, u.double()) for u in out.state.position]  # once: the rerun's metric uses them too
+    chains = [curvature(h, m.double()) for h, m in zip(hessians, out.state.inverse_mass)]
     record: dict[str, Any] = {"n": data.x_train.shape[0], "dim": density.dim, "seconds": seconds,
                               **tree_stats(out, args.max_tree_depth)}
     for key in chains[0]:
         record[key] = statistics.median(c[key] for c in chains)
     if args.laplace:
-        record["laplace"] = laplace_rerun(density, exact, out, args)
+        record["laplace"] = laplace_rerun(density, hessians, out, args)
     return record
 
 
