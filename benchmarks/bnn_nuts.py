@@ -39,6 +39,7 @@ comparable, though its estimate is noisier.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import statistics
@@ -58,7 +59,9 @@ from torch import nn
 
 from probgen._compat import import_arviz
 from probgen.infer._workers import available_cores
+from probgen.infer import _bnn_model
 from probgen.infer._dispatch import as_inference_model
+from probgen.infer._flat import compile_bnn
 from probgen.infer.mcmc import _initial_values as initial_values
 from probgen.infer.mcmc import _flat_start as flat_start
 from probgen.infer import nuts
@@ -130,6 +133,12 @@ def run_probgen(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
     wall = time.perf_counter() - start
     q = quantities_from_samples(model, samples, out.sample_stats["lp"], x_test)
     return Run(wall, int(out.num_leapfrog.sum()), q)
+
+
+def run_probgen_mlp(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
+    """probgen with the log density of the torch "mlp" kernel (compiled by Inductor) instead of the C++ "fused" one."""
+    with patch.object(_bnn_model, "compile_bnn", functools.partial(compile_bnn, kernel="mlp")):
+        return run_probgen(model, x, y, x_test, config, seed)
 
 
 def run_probgen_single(model: BNN, x, y, x_test, config: NUTSConfig, seed: int) -> Run:
@@ -300,8 +309,10 @@ def main() -> None:
                         help="also run probgen from the draws of a STEPS-step SVI fit (row probgen-warm)")
     parser.add_argument("--single", action="store_true",
                         help="also run probgen calling its compiled iteration once per step (row probgen-single)")
+    parser.add_argument("--mlp", action="store_true",
+                        help="also run probgen with the torch 'mlp' density kernel instead of the C++ 'fused' one (row probgen-mlp)")
     parser.add_argument("--engines", default=None, metavar="A,B",
-                        help="run only these engines (of probgen, probgen-single, probgen-warm, numpyro, numpyro-par, pyro)")
+                        help="run only these engines (of probgen, probgen-mlp, probgen-single, probgen-warm, numpyro, numpyro-par, pyro)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
@@ -322,6 +333,8 @@ def main() -> None:
         f"probgen num_workers={workers} ({available_cores()} cores), {args.repeats} repeats (median)"
     )
     engines: dict[str, Callable[..., Run]] = {"probgen": run_probgen}
+    if args.mlp:
+        engines["probgen-mlp"] = run_probgen_mlp
     if args.single:
         engines["probgen-single"] = run_probgen_single
     if args.warm_start:
@@ -388,13 +401,18 @@ def main() -> None:
         print(f"ESS per 1000 gradients, prior starts vs SVI starts, {per_prior:.3f}, {per_warm:.3f}, {per_warm / per_prior:.2f}")
         print(f"ESS/s, prior starts vs SVI starts (SVI fit counted), {ours.ess_per_s:.3f}, {warm.ess_per_s:.3f}, "
               f"{warm.ess_per_s / ours.ess_per_s:.2f}")
+    if "probgen-mlp" in rows:
+        mlp = rows["probgen-mlp"]
+        print(f"ESS/s, torch 'mlp' kernel vs C++ 'fused' kernel, {mlp.ess_per_s:.3f}, {ours.ess_per_s:.3f}, {ours.ess_per_s / mlp.ess_per_s:.2f}")
+        print(f"ms per gradient, torch 'mlp' kernel vs C++ 'fused' kernel, {mlp.ms_per_gradient:.3f}, {ours.ms_per_gradient:.3f}, "
+              f"{mlp.ms_per_gradient / ours.ms_per_gradient:.2f}")
     if "probgen-single" in rows:
         single = rows["probgen-single"]
         print(f"ESS/s, one compiled call per step vs blocks, {single.ess_per_s:.3f}, {ours.ess_per_s:.3f}, "
               f"{ours.ess_per_s / single.ess_per_s:.2f}")
         print(f"ms per gradient, one compiled call per step vs blocks, {single.ms_per_gradient:.3f}, "
               f"{ours.ms_per_gradient:.3f}, {single.ms_per_gradient / ours.ms_per_gradient:.2f}")
-    for base in ("numpyro", "numpyro-par", "pyro", "probgen-warm", "probgen-single"):
+    for base in ("numpyro", "numpyro-par", "pyro", "probgen-mlp", "probgen-warm", "probgen-single"):
         if base in last:
             print(f"predictive means, probgen vs {base}: largest difference {agreement(last['probgen'], last[base]):.1f} MCSE")
 

@@ -1,4 +1,4 @@
-"""The flat log-density: layout, both kernels against Pyro's own trace, and the kernel choice."""
+"""The flat log-density: layout, the kernels against Pyro's own trace, and the kernel choice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pyro import poutine
 from torch import nn
 
 from probgen import BNN, Bernoulli, Categorical, Gaussian, GaussianPrior
-from probgen.infer._flat import AutogradLogDensity, MLPLogDensity, compile_bnn
+from probgen.infer import _native
+from probgen.infer._capture import capture, compile_graph
+from probgen.infer._flat import AutogradLogDensity, FusedMLPLogDensity, MLPLogDensity, compile_bnn
 
 
 def _data(model: BNN, n: int, likelihood: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,14 +69,16 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kernel", ["mlp", "fused"])
 @pytest.mark.parametrize("case", sorted(CASES), ids=str)
-def test_mlp_kernel_equals_autograd_kernel_and_pyro_trace(case):
+def test_hand_written_kernels_equal_autograd_kernel_and_pyro_trace(case, kernel):
     make_net, prior, likelihood, kind = CASES[case]
     model = BNN(make_net(), prior, likelihood)
-    x, y = _data(model, 7, kind)
-    fast = compile_bnn(model, x, y)
+    # 37 rows: the fused kernel's blocks of rows end in a partial one
+    x, y = _data(model, 37, kind)
+    fast = compile_bnn(model, x, y, kernel=kernel)
     slow = compile_bnn(model, x, y, kernel="autograd")
-    assert fast.kernel == "mlp" and slow.kernel == "autograd"
+    assert fast.kernel == kernel and slow.kernel == "autograd"
     u = 0.5 * torch.randn(3, fast.dim)
     value, grad = fast.value_and_grad(u)
     ref_value, ref_grad = slow.value_and_grad(u)
@@ -137,14 +141,69 @@ def test_kernel_choice_and_errors():
     laplace = BNN(nn.Sequential(nn.Linear(2, 1)), _LaplacePrior())
     x, y = _data(laplace, 5, "vector")
     assert compile_bnn(laplace, x, y).kernel == "autograd"
-    assert not MLPLogDensity.supports(laplace)
-    with pytest.raises(ValueError, match="use kernel='autograd'"):
-        compile_bnn(laplace, x, y, kernel="mlp")
-    with pytest.raises(ValueError, match="unknown kernel 'jit'; expected one of 'auto', 'mlp', 'autograd'"):
+    assert not MLPLogDensity.supports(laplace) and not FusedMLPLogDensity.supports(laplace)
+    for kernel in ("mlp", "fused"):
+        with pytest.raises(ValueError, match=f"the '{kernel}' kernel needs .* use kernel='autograd'"):
+            compile_bnn(laplace, x, y, kernel=kernel)
+    with pytest.raises(ValueError, match="unknown kernel 'jit'; expected one of 'auto', 'fused', 'mlp', 'autograd'"):
         compile_bnn(laplace, x, y, kernel="jit")
     gelu = BNN(nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 1)))
     x, y = _data(gelu, 5, "vector")
     assert compile_bnn(gelu, x, y).kernel == "autograd"
+
+
+def test_auto_takes_the_fused_kernel_where_it_runs_and_mlp_elsewhere(monkeypatch):
+    model = BNN(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
+    x, y = _data(model, 5, "vector")
+    assert _native.available()  # a C++ compiler is part of the test machine (TorchInductor needs it too)
+    assert compile_bnn(model, x, y).kernel == "fused"
+    assert compile_bnn(model, x.half(), y.half()).kernel == "mlp"  # float16: no C++ pass for it
+    with pytest.raises(ValueError, match="the 'fused' kernel runs on the CPU in float32 or float64"):
+        compile_bnn(model, x.half(), y.half(), kernel="fused")
+    monkeypatch.setattr(_native, "available", lambda: False)  # a machine without a compiler
+    assert compile_bnn(model, x, y).kernel == "mlp"
+
+
+def test_fused_kernel_matches_mlp_kernel_on_many_rows_in_float32_and_under_compile():
+    # 8-50-1 tanh on 1000 rows, as the NUTS benchmark: several full blocks of rows, float32 rounding
+    torch.manual_seed(0)
+    model = BNN(nn.Sequential(nn.Linear(8, 50), nn.Tanh(), nn.Linear(50, 1)))
+    x, y = _data(model, 1000, "vector")
+    fused, mlp = compile_bnn(model, x, y, kernel="fused"), compile_bnn(model, x, y, kernel="mlp")
+    u = fused.init_positions(2, torch.Generator().manual_seed(1))
+    value, grad = fused.value_and_grad(u)
+    ref_value, ref_grad = mlp.value_and_grad(u)
+    # float32 sums of 1000 rows in a different order: relative error ~ sqrt(1000) * 6e-8 ~ 2e-6
+    torch.testing.assert_close(value, ref_value, rtol=2e-5, atol=0)
+    assert float((grad - ref_grad).abs().max()) <= 2e-5 * float(ref_grad.abs().max())
+    graph = capture(fused.value_and_grad, [u])  # as the NUTS sampler compiles it
+    compiled = None if graph is None else compile_graph(graph, [u])
+    assert compiled is not None
+    c_value, c_grad = compiled(u)
+    assert torch.equal(c_value, value) and torch.equal(c_grad, grad)  # the same C++ pass, called from the graph
+
+
+def test_fused_operator_names_bad_input():
+    model = BNN(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
+    x, y = _data(model, 5, "vector")
+    density = compile_bnn(model, x, y, kernel="fused")
+    assert isinstance(density, FusedMLPLogDensity)
+    args = [density.x_t, density.target_t, density.prior_loc, density.prior_prec, density.fixed, density.spec, density.scalars]
+    with pytest.raises(RuntimeError, match="u must be float32 or float64"):
+        torch.ops.probgen.fused_mlp(torch.zeros(2, density.dim, dtype=torch.int64), *args)
+    with pytest.raises(RuntimeError, match=r"u must be \(chains, dim\)"):
+        torch.ops.probgen.fused_mlp(torch.zeros(density.dim), *args)
+    with pytest.raises(RuntimeError, match="every tensor must be contiguous, on the CPU, of u's dtype"):
+        other = torch.float32 if density.dtype == torch.float64 else torch.float64
+        torch.ops.probgen.fused_mlp(torch.zeros(2, density.dim, dtype=other), *args)
+
+
+def test_a_failed_build_warns_and_leaves_the_mlp_kernel(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROBGEN_CACHE_DIR", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails on every input
+    monkeypatch.setattr(_native, "_load", _native._load.__wrapped__)  # not the cached answer of this process
+    with pytest.warns(RuntimeWarning, match="could not build its C.. MLP kernel .* runs the 'mlp' kernel instead"):
+        assert not _native.available()
 
 
 class _LaplacePrior(GaussianPrior):
