@@ -7,6 +7,8 @@ depth, initialisation (a prior draw) and seeds for every engine, all in float32 
 * probgen: :func:`probgen.infer.nuts.run_chains` on the BNN's flat density, exactly what ``fit_nuts(backend="flat")`` runs,
   with ``fit_nuts``'s default ``num_workers`` (one process per core, at most one per chain;
   ``--workers`` sets it);
+* ``--mlp`` adds ``probgen-mlp``: the same sampler on the torch ``"mlp"`` density kernel instead
+  of the C++ ``"fused"`` one that ``compile_bnn`` takes by default on the CPU;
 * Pyro: stock ``pyro.infer.mcmc.NUTS`` on the same model (its traced potential energy), chains one
   after another in one process, which is what Pyro's ``MCMC`` does by default on a 2-core machine
   (it reserves one core and runs chains in parallel only when ``num_chains <= cpu_count - 1``);

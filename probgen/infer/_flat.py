@@ -580,6 +580,12 @@ class FusedMLPLogDensity(MLPLogDensity):
         layers = _mlp_layers(model)
         return layers is not None and len(layers) <= _native.MAX_LAYERS and MLPLogDensity.supports(model) and _native.available()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickled in another process (a spawned executor's job): the operator must be loaded there too
+        self.__dict__.update(state)
+        if not _native.available():
+            raise RuntimeError("this process cannot build probgen's C++ MLP kernel; compile the model with kernel='mlp'.")
+
     def _value_and_grad(self, u: Tensor) -> tuple[Tensor, Tensor]:
         return torch.ops.probgen.fused_mlp(u, self.x_t, self.target_t, self.prior_loc, self.prior_prec, self.fixed, self.spec, self.scalars)
 

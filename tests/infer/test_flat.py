@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pyro
 import pytest
 import torch
@@ -196,6 +199,23 @@ def test_fused_operator_names_bad_input():
     with pytest.raises(RuntimeError, match="every tensor must be contiguous, on the CPU, of u's dtype"):
         other = torch.float32 if density.dtype == torch.float64 else torch.float64
         torch.ops.probgen.fused_mlp(torch.zeros(2, density.dim, dtype=other), *args)
+
+
+def test_a_fused_density_unpickled_in_a_fresh_process_loads_its_operator(tmp_path):
+    # what a spawned executor's job does with the density it is sent
+    model = BNN(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
+    x, y = _data(model, 9, "vector")
+    density = compile_bnn(model, x, y, kernel="fused")
+    u = torch.randn(2, density.dim, dtype=density.dtype)
+    torch.save({"density": density, "u": u}, tmp_path / "job.pt")
+    program = (
+        "import torch, sys; job = torch.load(sys.argv[1], weights_only=False); "
+        "value, grad = job['density'].value_and_grad(job['u']); torch.save((value, grad), sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", program, str(tmp_path / "job.pt"), str(tmp_path / "out.pt")], check=True)
+    value, grad = torch.load(tmp_path / "out.pt")
+    ref_value, ref_grad = density.value_and_grad(u)
+    assert torch.equal(value, ref_value) and torch.equal(grad, ref_grad)
 
 
 def test_a_failed_build_warns_and_leaves_the_mlp_kernel(monkeypatch, tmp_path):
