@@ -408,6 +408,7 @@ std::tuple<at::Tensor, at::Tensor> fused_mlp(const at::Tensor& u_in, const at::T
         for (int64_t l = 0; l < layers; ++l) {
             const int64_t index = spec[pos++];
             if (index < 0) continue;
+            TORCH_CHECK(index < int64_t(fixed.size()), "fused_mlp: spec indexes a fixed parameter that is not given");
             const at::Tensor& t = fixed[index];
             TORCH_CHECK(t.scalar_type() == dtype && t.is_contiguous(), "fused_mlp: fixed parameters must be contiguous, of u's dtype");
             (part == 0 ? s.fixed_w : s.fixed_b)[l] = t.data_ptr();
